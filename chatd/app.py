@@ -1,0 +1,97 @@
+"""create_app: the one place where settings, store, desk and transport are wired."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from typing import Any
+from urllib.parse import urlsplit
+
+from aiohttp import web
+
+from .config import Settings
+from .core.clock import Clock, SystemClock
+from .core.desk import Desk, DeskSettings
+from .core.ports import Store
+from .core.ratelimit import KeyedLimiter
+from .store import store_from_url
+from .web import keys
+from .web.http import errors_middleware, headers_middleware, setup_routes
+from .web.sockets import Limits, Sockets
+
+log = logging.getLogger(__name__)
+
+
+def desk_settings(settings: Settings) -> DeskSettings:
+    return DeskSettings(
+        offer_timeout=settings.offer_timeout,
+        grace=settings.grace_seconds,
+        wait_target=settings.wait_target_seconds,
+        wait_warning=settings.wait_warning_seconds,
+        default_capacity=settings.default_capacity,
+        max_capacity=settings.max_capacity,
+        default_handle_seconds=settings.default_handle_seconds,
+    )
+
+
+def origin_checker(settings: Settings) -> Any:
+    """Socket.IO origins: the configured widget origins plus the server's own."""
+    allowed = set(settings.allowed_origins)
+    if settings.public_url:
+        parts = urlsplit(settings.public_url)
+        allowed.add(f"{parts.scheme}://{parts.netloc}")
+
+    def check(origin: str | None, environ: dict[str, Any]) -> bool:
+        if origin is None:
+            return True  # not a browser: no cross-origin risk to guard
+        if origin in allowed:
+            return True
+        host = environ.get("HTTP_HOST")
+        scheme = environ.get("HTTP_X_FORWARDED_PROTO", environ.get("wsgi.url_scheme", "http"))
+        return bool(host) and origin == f"{scheme.split(',')[0].strip()}://{host}"
+
+    return check
+
+
+def create_app(
+    settings: Settings, *, store: Store | None = None, clock: Clock | None = None
+) -> web.Application:
+    clock = clock or SystemClock()
+    store = store or store_from_url(settings.database_url)
+    app = web.Application(middlewares=[headers_middleware, errors_middleware])
+    desk = Desk(store, clock, desk_settings(settings))
+    limits = Limits(
+        widget_secret=settings.widget_secret,
+        allow_guests=settings.allow_guests,
+        message_rate=settings.message_rate,
+        message_burst=settings.message_burst,
+        connect_rate=settings.connect_rate,
+        connect_burst=settings.connect_burst,
+        max_event_bytes=settings.max_event_bytes,
+    )
+    sockets = Sockets(desk, clock, limits, origin_checker(settings))
+    sockets.sio.attach(app)
+    app[keys.SETTINGS] = settings
+    app[keys.CLOCK] = clock
+    app[keys.STORE] = store
+    app[keys.DESK] = desk
+    app[keys.SOCKETS] = sockets
+    app[keys.LOGIN_LIMITER] = KeyedLimiter(clock, rate=0.5, burst=10)
+    setup_routes(app)
+
+    async def lifecycle(app: web.Application) -> AsyncIterator[None]:
+        await store.open()
+        await sockets.emitter.emit(await desk.restore())
+        sockets.start()
+        log.info("chatd ready", extra={"open_sessions": len(desk.open_session_ids())})
+        yield
+        await sockets.stop()
+        await store.close()
+
+    async def on_shutdown(app: web.Application) -> None:
+        # Engine.IO clients see their transport close and reconnect to the next process.
+        await sockets.sio.shutdown()
+
+    app.cleanup_ctx.append(lifecycle)
+    app.on_shutdown.append(on_shutdown)
+    return app

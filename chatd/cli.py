@@ -1,0 +1,163 @@
+"""The command line: ``chatd serve``, ``chatd engineer add|list|disable|enable``."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import getpass
+import sys
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from .config import ConfigError, Settings, load_settings
+from .core.errors import DeskError
+from .core.models import Role
+from .core.ports import Store
+from .logs import setup_logging
+
+DEMO_ACCOUNTS = (
+    ("demo@example.com", "Dana Demo", Role.ENGINEER, "demo-password"),
+    ("lead@example.com", "Lee Lead", Role.LEAD, "lead-password"),
+)
+DEMO_WIDGET_SECRET = "demo-widget-secret-change-me-0123456789"
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="chatd", description="Live chat for support desks")
+    p.add_argument("--config", help="TOML settings file (also CHATD_CONFIG)")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    serve = sub.add_parser("serve", help="run the server")
+    serve.add_argument("--host")
+    serve.add_argument("--port", type=int)
+    serve.add_argument("--config", dest="serve_config", help="TOML settings file")
+    serve.add_argument(
+        "--demo", action="store_true",
+        help="allow guests and create the demo engineer accounts (for trying chatd out)",
+    )
+
+    eng = sub.add_parser("engineer", help="manage engineer accounts")
+    esub = eng.add_subparsers(dest="action", required=True)
+    add = esub.add_parser("add", help="add an engineer")
+    add.add_argument("email")
+    add.add_argument("--name", required=True)
+    add.add_argument("--role", choices=[r.value for r in Role], default="engineer")
+    add.add_argument("--password-stdin", action="store_true",
+                     help="read the password from standard input instead of prompting")
+    esub.add_parser("list", help="list engineers")
+    dis = esub.add_parser("disable", help="disable an engineer and close their sessions")
+    dis.add_argument("email")
+    ena = esub.add_parser("enable", help="enable a disabled engineer")
+    ena.add_argument("email")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    config = getattr(args, "serve_config", None) or args.config
+    overrides: dict[str, Any] = {}
+    if args.command == "serve":
+        overrides = {"host": args.host, "port": args.port}
+        if args.demo:
+            overrides["demo"] = True
+    try:
+        settings = load_settings(config_file=config, **overrides)
+    except ConfigError as exc:
+        print(f"chatd: {exc}", file=sys.stderr)
+        return 2
+    if settings.demo:
+        settings = _demo_settings(settings)
+    setup_logging(settings.log_level, settings.log_format)
+    if args.command == "serve":
+        return serve(settings)
+    return asyncio.run(_engineer_command(settings, args))
+
+
+def _demo_settings(settings: Settings) -> Settings:
+    import dataclasses
+
+    return dataclasses.replace(
+        settings,
+        allow_guests=True,
+        widget_secret=settings.widget_secret or DEMO_WIDGET_SECRET,
+    )
+
+
+def serve(settings: Settings) -> int:
+    from aiohttp import web
+
+    from .app import create_app
+
+    if settings.demo:
+        asyncio.run(_with_store(settings, _ensure_demo_accounts))
+    app = create_app(settings)
+    print(f"chatd listening on http://{settings.host}:{settings.port}", flush=True)
+    web.run_app(app, host=settings.host, port=settings.port, print=None,
+                shutdown_timeout=10.0, handle_signals=True)
+    return 0
+
+
+async def _with_store(settings: Settings, fn: Callable[[Store], Awaitable[int]]) -> int:
+    from .store import store_from_url
+
+    store = store_from_url(settings.database_url)
+    await store.open()
+    try:
+        return await fn(store)
+    finally:
+        await store.close()
+
+
+async def _ensure_demo_accounts(store: Store) -> int:
+    from . import accounts
+    from .core.clock import SystemClock
+
+    for email, name, role, password in DEMO_ACCOUNTS:
+        if await store.engineer_account(email) is None:
+            await accounts.add_engineer(store, SystemClock(), email, name, password, role)
+        print(f"demo {role.value}: {email} / {password}", flush=True)
+    return 0
+
+
+async def _engineer_command(settings: Settings, args: argparse.Namespace) -> int:
+    from . import accounts
+    from .core.clock import SystemClock
+
+    if args.action == "add":
+        if args.password_stdin:
+            password = sys.stdin.readline().rstrip("\r\n")
+        else:
+            password = getpass.getpass("Password: ")
+            if password != getpass.getpass("Again: "):
+                print("chatd: the passwords differ", file=sys.stderr)
+                return 2
+
+    async def run(store: Store) -> int:
+        try:
+            if args.action == "add":
+                e = await accounts.add_engineer(
+                    store, SystemClock(), args.email, args.name, password, Role(args.role)
+                )
+                print(f"added {e.role.value} {e.email} ({e.name}) id {e.id}")
+            elif args.action == "list":
+                rows = await store.list_engineers()
+                for a in rows:
+                    e = a.engineer
+                    state = "disabled" if a.disabled else "enabled"
+                    print(f"{e.email}\t{e.name}\t{e.role.value}\t{state}\t{e.id}")
+                if not rows:
+                    print("no engineers yet: chatd engineer add EMAIL --name NAME")
+            elif args.action in ("disable", "enable"):
+                found = await store.set_engineer_disabled(
+                    args.email.strip().lower(), args.action == "disable"
+                )
+                if not found:
+                    print(f"chatd: no engineer {args.email}", file=sys.stderr)
+                    return 1
+                print(f"{args.action}d {args.email}")
+        except DeskError as exc:
+            print(f"chatd: {exc.message}", file=sys.stderr)
+            return 1
+        return 0
+
+    return await _with_store(settings, run)

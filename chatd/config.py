@@ -1,0 +1,219 @@
+"""Settings from ``CHATD_*`` environment variables and an optional TOML file.
+
+Every setting has one name: ``offer_timeout`` in the TOML file is ``CHATD_OFFER_TIMEOUT`` in
+the environment, which wins. Values are validated at start; every bad value is reported
+with its name, and nothing starts. The table of settings is docs/configuration.md.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import tomllib
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .store import StoreURLError, check_url
+
+
+class ConfigError(ValueError):
+    def __init__(self, problems: list[str]) -> None:
+        super().__init__("invalid configuration:\n  " + "\n  ".join(problems))
+        self.problems = problems
+
+
+@dataclass(frozen=True)
+class Settings:
+    host: str = "127.0.0.1"
+    port: int = 8080
+    database_url: str = "sqlite:///var/chatd.db"
+    upload_dir: str = "uploads"
+    widget_secret: str = field(default="", repr=False)
+    allow_guests: bool = False
+    allowed_origins: tuple[str, ...] = ()
+    public_url: str = ""
+    offer_timeout: float = 30.0
+    grace_seconds: float = 60.0
+    wait_target_seconds: float = 300.0
+    wait_warning_seconds: float = 240.0
+    default_capacity: int = 3
+    max_capacity: int = 20
+    default_handle_seconds: float = 600.0
+    token_ttl_seconds: float = 12 * 3600.0
+    message_rate: float = 5.0
+    message_burst: int = 20
+    connect_rate: float = 2.0
+    connect_burst: int = 30
+    max_event_bytes: int = 64 * 1024
+    log_level: str = "info"
+    log_format: str = "text"
+    demo: bool = False
+
+    def public(self) -> dict[str, Any]:
+        """Settings safe to print: secrets are masked."""
+        out = dataclasses.asdict(self)
+        out["widget_secret"] = "***" if self.widget_secret else ""
+        return out
+
+
+def _as_bool(v: Any) -> bool:
+    if isinstance(v, bool):
+        return v
+    s = str(v).strip().lower()
+    if s in ("1", "true", "yes", "on"):
+        return True
+    if s in ("0", "false", "no", "off", ""):
+        return False
+    raise ValueError("must be true or false")
+
+
+def _as_int(lo: int, hi: int) -> Callable[[Any], int]:
+    def parse(v: Any) -> int:
+        if isinstance(v, bool):
+            raise ValueError("must be a whole number")
+        try:
+            n = int(str(v).strip())
+        except ValueError:
+            raise ValueError("must be a whole number") from None
+        if not lo <= n <= hi:
+            raise ValueError(f"must be between {lo} and {hi}")
+        return n
+
+    return parse
+
+
+def _as_float(lo: float, hi: float) -> Callable[[Any], float]:
+    def parse(v: Any) -> float:
+        if isinstance(v, bool):
+            raise ValueError("must be a number")
+        try:
+            n = float(str(v).strip())
+        except ValueError:
+            raise ValueError("must be a number") from None
+        if not lo <= n <= hi or n != n:
+            raise ValueError(f"must be between {lo:g} and {hi:g}")
+        return n
+
+    return parse
+
+
+def _as_origins(v: Any) -> tuple[str, ...]:
+    items = v if isinstance(v, list) else str(v).split(",")
+    out = []
+    for item in items:
+        o = str(item).strip().rstrip("/")
+        if not o:
+            continue
+        if o == "*":
+            raise ValueError("'*' is not allowed: list each origin (https://host[:port])")
+        if not (o.startswith("http://") or o.startswith("https://")) or "/" in o.split("//", 1)[1]:
+            raise ValueError(f"{o!r} is not an origin like https://app.example.com")
+        out.append(o)
+    return tuple(out)
+
+
+def _as_choice(*choices: str) -> Callable[[Any], str]:
+    def parse(v: Any) -> str:
+        s = str(v).strip().lower()
+        if s not in choices:
+            raise ValueError(f"must be one of {', '.join(choices)}")
+        return s
+
+    return parse
+
+
+def _as_str(v: Any) -> str:
+    if not isinstance(v, str | int | float) or isinstance(v, bool):
+        raise ValueError("must be text")
+    return str(v)
+
+
+def _as_db_url(v: Any) -> str:
+    s = _as_str(v).strip()
+    try:
+        check_url(s)
+    except StoreURLError as exc:
+        raise ValueError(str(exc)) from None
+    return s
+
+
+_PARSERS: dict[str, Callable[[Any], Any]] = {
+    "host": _as_str,
+    "port": _as_int(0, 65535),
+    "database_url": _as_db_url,
+    "upload_dir": _as_str,
+    "widget_secret": _as_str,
+    "allow_guests": _as_bool,
+    "allowed_origins": _as_origins,
+    "public_url": _as_str,
+    "offer_timeout": _as_float(1, 3600),
+    "grace_seconds": _as_float(0, 86400),
+    "wait_target_seconds": _as_float(1, 86400),
+    "wait_warning_seconds": _as_float(1, 86400),
+    "default_capacity": _as_int(1, 100),
+    "max_capacity": _as_int(1, 100),
+    "default_handle_seconds": _as_float(1, 86400),
+    "token_ttl_seconds": _as_float(60, 90 * 86400),
+    "message_rate": _as_float(0.1, 10000),
+    "message_burst": _as_int(1, 100000),
+    "connect_rate": _as_float(0.1, 10000),
+    "connect_burst": _as_int(1, 100000),
+    "max_event_bytes": _as_int(1024, 16 * 1024 * 1024),
+    "log_level": _as_choice("debug", "info", "warning", "error"),
+    "log_format": _as_choice("text", "json"),
+    "demo": _as_bool,
+}
+
+
+def load_settings(
+    env: Mapping[str, str] | None = None,
+    config_file: str | Path | None = None,
+    **overrides: Any,
+) -> Settings:
+    """Settings from (lowest to highest) defaults, the TOML file, the environment, overrides."""
+    env = os.environ if env is None else env
+    raw: dict[str, tuple[str, Any]] = {}
+    problems: list[str] = []
+    path = config_file or env.get("CHATD_CONFIG")
+    if path:
+        try:
+            data = tomllib.loads(Path(path).read_text(encoding="utf-8"))
+        except (OSError, tomllib.TOMLDecodeError) as exc:
+            raise ConfigError([f"config file {path}: {exc}"]) from None
+        data = data.get("chatd", data)
+        for key, value in data.items():
+            if key not in _PARSERS:
+                problems.append(f"{path}: unknown setting {key!r}")
+                continue
+            raw[key] = (f"{path}: {key}", value)
+    known = {f"CHATD_{k.upper()}" for k in _PARSERS} | {"CHATD_CONFIG"}
+    for name, value in env.items():
+        if name.startswith("CHATD_"):
+            key = name[6:].lower()
+            if name not in known:
+                problems.append(f"{name}: unknown setting")
+                continue
+            if key in _PARSERS:
+                raw[key] = (name, value)
+    for key, value in overrides.items():
+        if value is not None:
+            raw[key] = (f"--{key.replace('_', '-')}", value)
+    values: dict[str, Any] = {}
+    for key, (where, value) in raw.items():
+        try:
+            values[key] = _PARSERS[key](value)
+        except ValueError as exc:
+            shown = "***" if key == "widget_secret" else repr(value)
+            problems.append(f"{where}: {exc} (got {shown})")
+    settings = Settings(**values)
+    if settings.wait_warning_seconds > settings.wait_target_seconds:
+        problems.append("CHATD_WAIT_WARNING_SECONDS must not be above CHATD_WAIT_TARGET_SECONDS")
+    if settings.default_capacity > settings.max_capacity:
+        problems.append("CHATD_DEFAULT_CAPACITY must not be above CHATD_MAX_CAPACITY")
+    if settings.widget_secret and len(settings.widget_secret) < 32:
+        problems.append("CHATD_WIDGET_SECRET must be at least 32 characters (HS256 key)")
+    if problems:
+        raise ConfigError(problems)
+    return settings

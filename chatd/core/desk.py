@@ -1,0 +1,1144 @@
+"""The support desk: one first-come-first-served queue, offers, sessions and messages.
+
+The desk owns the live state of the queue and of engineers' presence, persists every change
+through a ``Store`` before reporting it, and returns what must be told to whom as a list of
+``Outbound`` values; it never touches a socket. Rules: docs/design.md#matching.
+
+Concurrency: changes to the queue, offers and presence run under one asyncio lock, so that
+every matching decision sees a consistent desk. Sending a message does not take the lock:
+the store's single writer orders messages and assigns their seq.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import hmac
+import secrets
+import uuid
+from bisect import insort
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from .clock import Clock
+from .errors import BadRequest, Conflict, Forbidden, NotFound, SessionClosed, Unauthorized
+from .models import (
+    MAX_TEXT_LENGTH,
+    QUEUED_STATES,
+    SYSTEM_SENDER,
+    Customer,
+    EndReason,
+    Engineer,
+    EngineerStatus,
+    Message,
+    MessageKind,
+    NewMessage,
+    Sender,
+    Session,
+    SessionState,
+    Tier,
+    iso,
+)
+from .ports import Store
+
+CUSTOMER_NS = "customer"
+ENGINEER_NS = "engineer"
+ENGINEERS_ROOM = "engineers"
+
+
+def customer_room(session_id: str) -> str:
+    return f"session:{session_id}"
+
+
+def engineer_room(engineer_id: str) -> str:
+    return f"engineer:{engineer_id}"
+
+
+@dataclass(frozen=True, slots=True)
+class Outbound:
+    """One event to emit: to a room of a namespace, optionally not to the connection that
+    caused it (the sender already has the answer in its acknowledgement)."""
+
+    namespace: str
+    room: str
+    event: str
+    payload: dict[str, Any]
+    skip_origin: bool = False
+
+
+Effects = list[Outbound]
+Actor = Customer | Engineer
+
+
+@dataclass(frozen=True, slots=True)
+class DeskSettings:
+    offer_timeout: float = 30.0
+    grace: float = 60.0
+    wait_target: float = 300.0
+    wait_warning: float = 240.0
+    default_capacity: int = 3
+    max_capacity: int = 20
+    default_handle_seconds: float = 600.0
+    handle_history: int = 50
+    position_interval: float = 2.0
+    queue_update_interval: float = 1.0
+    history_limit: int = 1000
+    handoff_backends: tuple[str, ...] = ()
+
+
+@dataclass(slots=True)
+class Offer:
+    session_id: str
+    engineer_id: str
+    made_at: float
+    expires_at: float
+    transfer_from: str | None = None
+
+
+@dataclass(slots=True)
+class Presence:
+    engineer: Engineer
+    capacity: int
+    last_assigned_at: float
+    status: EngineerStatus = EngineerStatus.AWAY
+    connections: int = 0
+    active: set[str] = field(default_factory=set)
+    offers: set[str] = field(default_factory=set)
+    gone_deadline: float | None = None
+
+    @property
+    def load(self) -> int:
+        return len(self.active) + len(self.offers)
+
+    @property
+    def online(self) -> bool:
+        return self.connections > 0
+
+    @property
+    def eligible(self) -> bool:
+        return (
+            self.connections > 0
+            and self.status is EngineerStatus.AVAILABLE
+            and self.load < self.capacity
+        )
+
+    def to_wire(self) -> dict[str, Any]:
+        return {
+            "id": self.engineer.id,
+            "name": self.engineer.name,
+            "role": self.engineer.role.value,
+            "status": self.status.value,
+            "online": self.online,
+            "capacity": self.capacity,
+            "active": len(self.active),
+            "offers": len(self.offers),
+        }
+
+
+def hash_token(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+def new_token() -> str:
+    return secrets.token_urlsafe(32)
+
+
+def _new_id() -> str:
+    return str(uuid.uuid4())
+
+
+class Desk:
+    def __init__(
+        self,
+        store: Store,
+        clock: Clock,
+        settings: DeskSettings | None = None,
+        *,
+        new_id: Callable[[], str] = _new_id,
+    ) -> None:
+        self.store = store
+        self.clock = clock
+        self.settings = settings or DeskSettings()
+        self._new_id = new_id
+        self._lock = asyncio.Lock()
+        self._sessions: dict[str, Session] = {}
+        self._queue: list[Session] = []  # waiting and offered, in arrival order
+        self._offers: dict[str, Offer] = {}
+        self._declined: dict[str, set[str]] = {}
+        self._engineers: dict[str, Presence] = {}
+        self._customer_conns: dict[str, int] = {}
+        self._customer_gone: dict[str, float] = {}
+        self._arrival_seq = 0
+        self._handle_times: deque[float] = deque(maxlen=self.settings.handle_history)
+        self._pos_sent: dict[str, tuple[int, int | None, float]] = {}
+        self._pos_dirty = False
+        self._queue_sent: tuple[int, str | None] | None = None
+        self._queue_sent_at = float("-inf")
+        self._unsaved: set[str] = set()  # sessions whose waiting/offered flip is not stored
+
+    # ------------------------------------------------------------------ start-up
+
+    async def restore(self) -> Effects:
+        """Rebuild the live desk from the store after a (re)start.
+
+        Nobody is connected yet: waiting customers and engineers with chats get their grace
+        period from now, and offers in flight when the process stopped are withdrawn.
+        """
+        async with self._lock:
+            now = self.clock.now()
+            self._arrival_seq = await self.store.next_arrival_seq()
+            for t in reversed(
+                await self.store.recent_handle_times(now - 86_400, self.settings.handle_history)
+            ):
+                self._handle_times.append(t)
+            for session in await self.store.open_sessions():
+                self._sessions[session.id] = session
+                if session.state is SessionState.OFFERED:
+                    session.state = SessionState.WAITING
+                    await self.store.save_session_state(session)
+                if session.state is SessionState.WAITING:
+                    insort(self._queue, session, key=lambda s: s.arrival_key)
+                    self._customer_gone[session.id] = now + self.settings.grace
+                elif session.engineer is not None:
+                    p = self._presence(session.engineer, now)
+                    p.active.add(session.id)
+                    p.gone_deadline = now + self.settings.grace
+            self._pos_dirty = True
+            return []
+
+    # ------------------------------------------------------------------ customers
+
+    async def request_chat(
+        self,
+        customer: Customer,
+        topic: str,
+        severity: int = 3,
+        message: str | None = None,
+        client_msg_id: str | None = None,
+    ) -> tuple[dict[str, Any], str, Effects]:
+        """Queue a new chat. Returns the session (with position), its resume token, effects."""
+        topic = topic.strip()
+        if not topic:
+            raise BadRequest("topic must not be empty")
+        if message is not None and not message.strip():
+            message = None
+        async with self._lock:
+            for s in self._sessions.values():
+                if s.customer.id == customer.id:
+                    raise Conflict(
+                        "you already have an open chat; resume it or end it first",
+                        session_id=s.id,
+                    )
+            now = self.clock.now()
+            self._arrival_seq += 1
+            session = Session(
+                id=self._new_id(),
+                state=SessionState.WAITING,
+                topic=topic,
+                severity=severity,
+                customer=customer,
+                created_at=now,
+                arrival_seq=self._arrival_seq,
+            )
+            token = new_token()
+            first = None
+            if message is not None:
+                first = NewMessage(
+                    id=self._new_id(),
+                    session_id=session.id,
+                    ts=now,
+                    sender=_customer_sender(customer),
+                    kind=MessageKind.TEXT,
+                    body=message,
+                    client_msg_id=client_msg_id,
+                )
+            await self.store.create_session(session, hash_token(token), first)
+            self._sessions[session.id] = session
+            insort(self._queue, session, key=lambda s: s.arrival_key)
+            self._pos_dirty = True
+            fx: Effects = []
+            self._match(now, fx)
+            await self._persist_offers(fx)
+            position = self._position(session)
+            estimate = self._estimate(position)
+            if position is not None:
+                self._pos_sent[session.id] = (position, estimate, now)
+            self._flush_queue_update(now, fx, force=True)
+            wire = session.to_wire(position=position, estimate=estimate)
+            return wire, token, fx
+
+    async def verify_resume_token(self, session_id: str, token: str) -> Session:
+        """The session a resume token opens (open or closed), or Unauthorized."""
+        stored = await self.store.resume_token_hash(session_id)
+        if stored is None or not hmac.compare_digest(stored, hash_token(token)):
+            raise Unauthorized("invalid session id or resume token")
+        session = self._sessions.get(session_id) or await self.store.get_session(session_id)
+        if session is None:  # pragma: no cover - a token exists only with its session
+            raise Unauthorized("invalid session id or resume token")
+        return session
+
+    def customer_connected(self, session_id: str) -> None:
+        self._customer_conns[session_id] = self._customer_conns.get(session_id, 0) + 1
+        self._customer_gone.pop(session_id, None)
+
+    def customer_disconnected(self, session_id: str) -> None:
+        n = self._customer_conns.get(session_id, 0) - 1
+        if n > 0:
+            self._customer_conns[session_id] = n
+            return
+        self._customer_conns.pop(session_id, None)
+        session = self._sessions.get(session_id)
+        if session is not None and session.state in QUEUED_STATES:
+            self._customer_gone[session_id] = self.clock.now() + self.settings.grace
+
+    async def escalate(
+        self,
+        customer: Customer,
+        session_id: str,
+        kind: str,
+        phone: str | None,
+        note: str | None,
+    ) -> tuple[Message, Effects]:
+        session = self._open_session_for(customer, session_id)
+        if kind == "phone":
+            if customer.tier is Tier.STANDARD:
+                raise Forbidden("phone calls are part of the premier and concierge tiers")
+            if not phone:
+                raise BadRequest("phone: a number to call is required for a phone call")
+            text = f"{customer.name} asked for a phone call at {phone}"
+        else:
+            text = f"{customer.name} asked for a screen share"
+        if note:
+            text += f": {note}"
+        event: dict[str, Any] = {"type": "escalation", "kind": kind}
+        if phone:
+            event["phone"] = phone
+        if note:
+            event["note"] = note
+        msg, _ = await self.store.append_message(
+            self._system_message(session.id, text, event, sender=_customer_sender(customer))
+        )
+        fx: Effects = []
+        self._relay(session, msg, fx)
+        return msg, fx
+
+    # ------------------------------------------------------------------ both sides
+
+    async def send_message(
+        self, actor: Actor, session_id: str, client_msg_id: str, body: str
+    ) -> tuple[Message, bool, Effects]:
+        """Store a text message, then relay it. A retried client_msg_id returns the stored
+        message and relays nothing."""
+        if not body.strip():
+            raise BadRequest("body must not be empty")
+        if len(body) > MAX_TEXT_LENGTH:
+            raise BadRequest(f"body is longer than {MAX_TEXT_LENGTH} characters")
+        session = self._sessions.get(session_id)
+        if session is None:
+            await self._raise_closed_or_missing(actor, session_id)
+            raise AssertionError("unreachable")
+        self._authorize(actor, session)
+        if isinstance(actor, Engineer) and session.state is not SessionState.ACTIVE:
+            raise Conflict("the session is not assigned yet")
+        msg, created = await self.store.append_message(
+            NewMessage(
+                id=self._new_id(),
+                session_id=session_id,
+                ts=self.clock.now(),
+                sender=_sender(actor),
+                kind=MessageKind.TEXT,
+                body=body,
+                client_msg_id=client_msg_id,
+            )
+        )
+        fx: Effects = []
+        if created:
+            self._relay(session, msg, fx, skip_origin=True)
+        return msg, created, fx
+
+    async def post_message(self, actor: Actor, message: NewMessage) -> tuple[Message, Effects]:
+        """Store and relay a message built elsewhere (e.g. an attachment) in an open session."""
+        session = self._sessions.get(message.session_id)
+        if session is None:
+            await self._raise_closed_or_missing(actor, message.session_id)
+            raise AssertionError("unreachable")
+        self._authorize(actor, session)
+        msg, _ = await self.store.append_message(message)
+        fx: Effects = []
+        self._relay(session, msg, fx)
+        return msg, fx
+
+    async def history(
+        self, actor: Actor, session_id: str, after_seq: int = 0
+    ) -> tuple[dict[str, Any], list[Message], bool]:
+        """The session and its messages after ``after_seq`` (open or closed sessions)."""
+        session = self._sessions.get(session_id) or await self.store.get_session(session_id)
+        if session is None:
+            raise NotFound("no such session")
+        self._authorize(actor, session)
+        limit = self.settings.history_limit
+        messages = await self.store.messages_after(session_id, after_seq, limit + 1)
+        more = len(messages) > limit
+        return self._session_wire(session), messages[:limit], more
+
+    def session_for(self, actor: Actor, session_id: str) -> Session | None:
+        """The open session, if the actor may see it (None when closed or unknown)."""
+        session = self._sessions.get(session_id)
+        if session is None:
+            return None
+        self._authorize(actor, session)
+        return session
+
+    async def find_session(self, actor: Actor, session_id: str) -> Session:
+        """Any session (open or closed) the actor may see, else NotFound/Forbidden."""
+        session = self._sessions.get(session_id) or await self.store.get_session(session_id)
+        if session is None:
+            raise NotFound("no such session")
+        self._authorize(actor, session)
+        return session
+
+    def typing(self, actor: Actor, session_id: str, is_typing: bool) -> Effects:
+        session = self._open_session_for(actor, session_id)
+        payload = {"session_id": session_id, "role": _role(actor), "typing": is_typing}
+        return self._to_other_side(actor, session, "typing", payload)
+
+    def mark_read(self, actor: Actor, session_id: str, seq: int) -> Effects:
+        session = self._open_session_for(actor, session_id)
+        payload = {"session_id": session_id, "role": _role(actor), "seq": seq}
+        return self._to_other_side(actor, session, "message:read", payload)
+
+    async def end(
+        self, actor: Actor, session_id: str, resolution: str | None = None
+    ) -> tuple[dict[str, Any], Effects]:
+        async with self._lock:
+            session = self._sessions.get(session_id)
+            if session is None:
+                await self._raise_closed_or_missing(actor, session_id)
+                raise AssertionError("unreachable")
+            self._authorize(actor, session)
+            fx: Effects = []
+            if isinstance(actor, Customer):
+                if session.state in QUEUED_STATES:
+                    await self._end(
+                        session, SessionState.ABANDONED, EndReason.CANCELLED, "customer", fx,
+                        f"{actor.name} left the queue",
+                    )
+                else:
+                    await self._end(
+                        session, SessionState.ENDED, EndReason.CUSTOMER_ENDED, "customer", fx,
+                        f"{actor.name} ended the chat",
+                    )
+            else:
+                if session.state is not SessionState.ACTIVE and not actor.is_lead:
+                    raise Conflict("only an active session can be ended by its engineer")
+                session.resolution = resolution
+                await self._end(
+                    session, SessionState.ENDED, EndReason.ENGINEER_ENDED, "engineer", fx,
+                    f"{actor.name} ended the chat",
+                )
+            self._match(self.clock.now(), fx)
+            await self._persist_offers(fx)
+            return self._session_wire(session), fx
+
+    # ------------------------------------------------------------------ engineers
+
+    def engineer_connected(self, engineer: Engineer) -> dict[str, Any]:
+        p = self._presence(engineer, self.clock.now())
+        p.engineer = engineer
+        p.connections += 1
+        p.gone_deadline = None
+        self._pos_dirty = True
+        return p.to_wire()
+
+    async def engineer_disconnected(self, engineer_id: str) -> Effects:
+        async with self._lock:
+            p = self._engineers.get(engineer_id)
+            fx: Effects = []
+            if p is None:
+                return fx
+            p.connections = max(0, p.connections - 1)
+            if p.connections:
+                return fx
+            now = self.clock.now()
+            for sid in list(p.offers):
+                self._revoke_offer(sid, "engineer_offline", fx)
+            if p.active:
+                p.gone_deadline = now + self.settings.grace
+            self._pos_dirty = True
+            self._match(now, fx)
+            await self._persist_offers(fx)
+            self._flush_queue_update(now, fx)
+            return fx
+
+    async def set_status(
+        self, engineer: Engineer, status: EngineerStatus, capacity: int | None = None
+    ) -> tuple[dict[str, Any], Effects]:
+        async with self._lock:
+            now = self.clock.now()
+            p = self._presence(engineer, now)
+            if capacity is not None:
+                if not 1 <= capacity <= self.settings.max_capacity:
+                    raise BadRequest(
+                        f"capacity must be between 1 and {self.settings.max_capacity}"
+                    )
+                p.capacity = capacity
+            fx: Effects = []
+            p.status = status
+            if status is EngineerStatus.AWAY:
+                for sid in list(p.offers):
+                    self._revoke_offer(sid, "engineer_away", fx)
+            self._match(now, fx)
+            await self._persist_offers(fx)
+            self._pos_dirty = True
+            return p.to_wire(), fx
+
+    def snapshot(self, engineer: Engineer) -> dict[str, Any]:
+        now = self.clock.now()
+        queue = []
+        for i, s in enumerate(self._queue):
+            item = s.to_wire(position=i + 1, estimate=self._estimate(i + 1))
+            item["waited_seconds"] = round(now - s.created_at, 1)
+            offer = self._offers.get(s.id)
+            if offer is not None and engineer.is_lead:
+                item["offered_to"] = offer.engineer_id
+            queue.append(item)
+        mine = [
+            self._session_wire(s)
+            for s in self._sessions.values()
+            if s.state is SessionState.ACTIVE
+            and (s.engineer is not None and s.engineer.id == engineer.id)
+        ]
+        offers = [
+            self._offer_payload(o, now)
+            for o in self._offers.values()
+            if o.engineer_id == engineer.id
+        ]
+        me = self._engineers.get(engineer.id)
+        return {
+            "queue": queue,
+            "engineers": [p.to_wire() for p in self._engineers.values()],
+            "sessions": mine,
+            "offers": offers,
+            "me": me.to_wire() if me else None,
+            **self._queue_stats(now),
+        }
+
+    async def accept(
+        self, engineer: Engineer, session_id: str
+    ) -> tuple[dict[str, Any], list[Message], Effects]:
+        async with self._lock:
+            session = self._sessions.get(session_id)
+            if session is None:
+                await self._raise_closed_or_missing(engineer, session_id)
+                raise AssertionError("unreachable")
+            offer = self._offers.get(session_id)
+            if offer is None or offer.engineer_id != engineer.id:
+                if (
+                    session.state is SessionState.ACTIVE
+                    and session.engineer is not None
+                    and session.engineer.id == engineer.id
+                ):
+                    # Accepting twice (e.g. from two tabs) is answered like the first time.
+                    wire, messages, _ = await self._history_unlocked(session)
+                    return wire, messages, []
+                raise Conflict("this session is not offered to you (any more)")
+            now = self.clock.now()
+            fx: Effects = []
+            if offer.transfer_from is not None:
+                await self._complete_transfer(session, offer, engineer, now, fx)
+            else:
+                await self._assign(session, offer, engineer, now, fx)
+            self._match(now, fx)
+            await self._persist_offers(fx)
+            self._flush_queue_update(now, fx)
+            wire, messages, _ = await self._history_unlocked(session)
+            return wire, messages, fx
+
+    async def decline(self, engineer: Engineer, session_id: str) -> Effects:
+        async with self._lock:
+            offer = self._offers.get(session_id)
+            if offer is None or offer.engineer_id != engineer.id:
+                raise Conflict("this session is not offered to you (any more)")
+            fx: Effects = []
+            self._declined.setdefault(session_id, set()).add(engineer.id)
+            self._revoke_offer(session_id, "declined", fx)
+            self._match(self.clock.now(), fx)
+            await self._persist_offers(fx)
+            return fx
+
+    async def transfer(
+        self, engineer: Engineer, session_id: str, to_engineer_id: str
+    ) -> Effects:
+        async with self._lock:
+            session = self._sessions.get(session_id)
+            if session is None:
+                await self._raise_closed_or_missing(engineer, session_id)
+                raise AssertionError("unreachable")
+            self._authorize(engineer, session)
+            if session.state is not SessionState.ACTIVE or session.engineer is None:
+                raise Conflict("only an active session can be transferred")
+            if to_engineer_id == session.engineer.id:
+                raise Conflict("the session is already with that engineer")
+            if session_id in self._offers:
+                raise Conflict("a transfer of this session is already pending")
+            target = self._engineers.get(to_engineer_id)
+            if target is None or not target.eligible:
+                raise Conflict("that engineer is not available for another chat")
+            now = self.clock.now()
+            fx: Effects = []
+            self._make_offer(session, target, now, fx, transfer_from=session.engineer.id)
+            return fx
+
+    # ------------------------------------------------------------------ time
+
+    def next_deadline(self) -> float | None:
+        times = [o.expires_at for o in self._offers.values()]
+        times += self._customer_gone.values()
+        times += [p.gone_deadline for p in self._engineers.values() if p.gone_deadline]
+        return min(times) if times else None
+
+    async def tick(self) -> Effects:
+        """Expire what is due (offers, grace periods) and send coalesced queue news."""
+        async with self._lock:
+            now = self.clock.now()
+            fx: Effects = []
+            for offer in [o for o in self._offers.values() if o.expires_at <= now]:
+                self._expire_offer(offer, fx)
+            for sid in [k for k, t in self._customer_gone.items() if t <= now]:
+                del self._customer_gone[sid]
+                session = self._sessions.get(sid)
+                if session is not None and session.state in QUEUED_STATES:
+                    await self._end(
+                        session, SessionState.ABANDONED, EndReason.ABANDONED, "system", fx,
+                        f"{session.customer.name} left before an engineer answered",
+                    )
+            for p in list(self._engineers.values()):
+                if p.gone_deadline is not None and p.gone_deadline <= now:
+                    p.gone_deadline = None
+                    await self._requeue_all(p, now, fx)
+            self._match(now, fx)
+            await self._persist_offers(fx)
+            self._flush_positions(now, fx)
+            self._flush_queue_update(now, fx)
+            return fx
+
+    # ------------------------------------------------------------------ queries
+
+    def queue_length(self) -> int:
+        return len(self._queue)
+
+    def engineers_online(self) -> int:
+        return sum(1 for p in self._engineers.values() if p.online)
+
+    def open_session_ids(self) -> list[str]:
+        return list(self._sessions)
+
+    # ------------------------------------------------------------------ internals
+
+    def _presence(self, engineer: Engineer, now: float) -> Presence:
+        p = self._engineers.get(engineer.id)
+        if p is None:
+            p = Presence(
+                engineer=engineer,
+                capacity=self.settings.default_capacity,
+                last_assigned_at=now,
+            )
+            self._engineers[engineer.id] = p
+        return p
+
+    def _authorize(self, actor: Actor, session: Session) -> None:
+        if isinstance(actor, Customer):
+            if session.customer.id != actor.id:
+                raise NotFound("no such session")
+            return
+        if actor.is_lead:
+            return
+        if session.engineer is not None and session.engineer.id == actor.id:
+            return
+        raise Forbidden("this session is not assigned to you")
+
+    def _open_session_for(self, actor: Actor, session_id: str) -> Session:
+        session = self._sessions.get(session_id)
+        if session is None:
+            raise NotFound("no open session with that id")
+        self._authorize(actor, session)
+        return session
+
+    async def _raise_closed_or_missing(self, actor: Actor, session_id: str) -> None:
+        stored = await self.store.get_session(session_id)
+        if stored is None:
+            raise NotFound("no such session")
+        self._authorize(actor, stored)
+        raise SessionClosed("the session has ended")
+
+    def _position(self, session: Session) -> int | None:
+        if session.state not in QUEUED_STATES:
+            return None
+        # The queue is short next to the cost of a round trip; a linear scan is fine here,
+        # and positions for everyone are computed in one pass by _flush_positions.
+        for i, s in enumerate(self._queue):
+            if s is session:
+                return i + 1
+        return None  # pragma: no cover
+
+    def online_capacity(self) -> int:
+        return sum(
+            p.capacity
+            for p in self._engineers.values()
+            if p.online and p.status is EngineerStatus.AVAILABLE
+        )
+
+    def average_handle_seconds(self) -> float:
+        if not self._handle_times:
+            return self.settings.default_handle_seconds
+        return sum(self._handle_times) / len(self._handle_times)
+
+    def _estimate(self, position: int | None, *, capacity: int | None = None,
+                  aht: float | None = None) -> int | None:
+        """((position - 1) / online capacity + 1) x recent average handle time; None when no
+        engineer is available (docs/design.md#estimated-wait)."""
+        if position is None:
+            return None
+        cap = self.online_capacity() if capacity is None else capacity
+        if cap <= 0:
+            return None
+        handle = self.average_handle_seconds() if aht is None else aht
+        return round(((position - 1) / cap + 1) * handle)
+
+    def _session_wire(self, session: Session) -> dict[str, Any]:
+        position = self._position(session) if session.id in self._sessions else None
+        return session.to_wire(position=position, estimate=self._estimate(position))
+
+    async def _history_unlocked(
+        self, session: Session
+    ) -> tuple[dict[str, Any], list[Message], bool]:
+        limit = self.settings.history_limit
+        messages = await self.store.messages_after(session.id, 0, limit + 1)
+        return self._session_wire(session), messages[:limit], len(messages) > limit
+
+    def _system_message(
+        self,
+        session_id: str,
+        text: str,
+        event: dict[str, Any] | None = None,
+        sender: Sender = SYSTEM_SENDER,
+    ) -> NewMessage:
+        return NewMessage(
+            id=self._new_id(),
+            session_id=session_id,
+            ts=self.clock.now(),
+            sender=sender,
+            kind=MessageKind.SYSTEM,
+            body=text,
+            event=event,
+        )
+
+    def _relay(
+        self, session: Session, msg: Message, fx: Effects, *, skip_origin: bool = False
+    ) -> None:
+        payload = {"session_id": session.id, "message": msg.to_wire()}
+        fx.append(
+            Outbound(CUSTOMER_NS, customer_room(session.id), "message:new", payload, skip_origin)
+        )
+        rooms = set()
+        if session.engineer is not None and session.state is SessionState.ACTIVE:
+            rooms.add(engineer_room(session.engineer.id))
+        if msg.sender.role == "lead" and msg.sender.id is not None:
+            rooms.add(engineer_room(msg.sender.id))
+        for room in sorted(rooms):
+            fx.append(Outbound(ENGINEER_NS, room, "message:new", payload, skip_origin))
+
+    def _to_other_side(
+        self, actor: Actor, session: Session, event: str, payload: dict[str, Any]
+    ) -> Effects:
+        if isinstance(actor, Customer):
+            if session.engineer is None or session.state is not SessionState.ACTIVE:
+                return []
+            return [Outbound(ENGINEER_NS, engineer_room(session.engineer.id), event, payload)]
+        return [Outbound(CUSTOMER_NS, customer_room(session.id), event, payload)]
+
+    def _offer_payload(self, offer: Offer, now: float) -> dict[str, Any]:
+        session = self._sessions[offer.session_id]
+        payload: dict[str, Any] = {
+            "session_id": session.id,
+            "customer": session.customer.to_wire(),
+            "topic": session.topic,
+            "severity": session.severity,
+            "waited_seconds": round(now - session.created_at, 1),
+            "expires_in_seconds": round(max(0.0, offer.expires_at - now), 1),
+        }
+        if offer.transfer_from is not None:
+            src = self._engineers.get(offer.transfer_from)
+            payload["transfer_from"] = (
+                src.engineer.ref() if src else {"id": offer.transfer_from, "name": ""}
+            )
+        return payload
+
+    def _make_offer(
+        self,
+        session: Session,
+        p: Presence,
+        now: float,
+        fx: Effects,
+        transfer_from: str | None = None,
+    ) -> None:
+        offer = Offer(
+            session_id=session.id,
+            engineer_id=p.engineer.id,
+            made_at=now,
+            expires_at=now + self.settings.offer_timeout,
+            transfer_from=transfer_from,
+        )
+        self._offers[session.id] = offer
+        p.offers.add(session.id)
+        if transfer_from is None:
+            session.state = SessionState.OFFERED
+            self._unsaved.add(session.id)
+        fx.append(
+            Outbound(
+                ENGINEER_NS,
+                engineer_room(p.engineer.id),
+                "offer:new",
+                self._offer_payload(offer, now),
+            )
+        )
+
+    async def _persist_offers(self, fx: Effects) -> None:
+        """Store the waiting/offered flips made by the synchronous matching step."""
+        while self._unsaved:
+            session = self._sessions.get(self._unsaved.pop())
+            if session is not None and session.state in QUEUED_STATES:
+                await self.store.save_session_state(session)
+
+    def _match(self, now: float, fx: Effects) -> None:
+        """Offer the oldest un-offered waiting session to the longest-idle eligible engineer,
+        until either runs out (SPEC §2.3)."""
+        if not self._queue:
+            return
+        eligible = [p for p in self._engineers.values() if p.eligible]
+        if not eligible:
+            return
+        for session in self._queue:
+            if not eligible:
+                break
+            if session.state is not SessionState.WAITING or session.id in self._offers:
+                continue
+            declined = self._declined.get(session.id, set())
+            candidates = [p for p in eligible if p.engineer.id not in declined] or eligible
+            chosen = min(candidates, key=lambda p: (p.last_assigned_at, p.engineer.id))
+            self._make_offer(session, chosen, now, fx)
+            if not chosen.eligible:
+                eligible.remove(chosen)
+
+    def _revoke_offer(self, session_id: str, reason: str, fx: Effects) -> Offer | None:
+        offer = self._offers.pop(session_id, None)
+        if offer is None:
+            return None
+        p = self._engineers.get(offer.engineer_id)
+        if p is not None:
+            p.offers.discard(session_id)
+        session = self._sessions.get(session_id)
+        if offer.transfer_from is None and session is not None:
+            if session.state is SessionState.OFFERED:
+                session.state = SessionState.WAITING
+                self._unsaved.add(session_id)
+        fx.append(
+            Outbound(
+                ENGINEER_NS,
+                engineer_room(offer.engineer_id),
+                "offer:revoked",
+                {"session_id": session_id, "reason": reason},
+            )
+        )
+        if offer.transfer_from is not None and reason != "ended":
+            fx.append(
+                Outbound(
+                    ENGINEER_NS,
+                    engineer_room(offer.transfer_from),
+                    "transfer:failed",
+                    {
+                        "session_id": session_id,
+                        "to_engineer_id": offer.engineer_id,
+                        "reason": reason,
+                    },
+                )
+            )
+        return offer
+
+    def _expire_offer(self, offer: Offer, fx: Effects) -> None:
+        self._revoke_offer(offer.session_id, "expired", fx)
+        self._declined.setdefault(offer.session_id, set()).add(offer.engineer_id)
+        p = self._engineers.get(offer.engineer_id)
+        if p is None:
+            return
+        p.status = EngineerStatus.AWAY
+        for sid in list(p.offers):
+            self._revoke_offer(sid, "engineer_away", fx)
+        fx.append(
+            Outbound(
+                ENGINEER_NS,
+                engineer_room(p.engineer.id),
+                "engineer:status",
+                {**p.to_wire(), "reason": "offer_expired"},
+            )
+        )
+        self._pos_dirty = True
+
+    async def _assign(
+        self, session: Session, offer: Offer, engineer: Engineer, now: float, fx: Effects
+    ) -> None:
+        previous = (session.state, session.engineer, session.assigned_at)
+        session.state = SessionState.ACTIVE
+        session.engineer = engineer
+        session.assigned_at = now
+        if session.first_assigned_at is None:
+            session.first_assigned_at = now
+        note = self._system_message(
+            session.id,
+            f"{engineer.name} joined the chat",
+            {"type": "assigned", "engineer": engineer.ref()},
+        )
+        try:
+            msg = await self.store.assign_session(
+                session, (SessionState.OFFERED.value, SessionState.WAITING.value), note
+            )
+        except Exception:
+            session.state, session.engineer, session.assigned_at = previous
+            raise
+        self._offers.pop(session.id, None)
+        self._declined.pop(session.id, None)
+        self._queue.remove(session)
+        self._customer_gone.pop(session.id, None)
+        self._pos_sent.pop(session.id, None)
+        self._pos_dirty = True
+        p = self._presence(engineer, now)
+        p.offers.discard(session.id)
+        p.active.add(session.id)
+        p.last_assigned_at = now
+        assigned = {"session_id": session.id, "engineer": engineer.ref()}
+        fx.append(Outbound(CUSTOMER_NS, customer_room(session.id), "session:assigned", assigned))
+        fx.append(
+            Outbound(ENGINEER_NS, engineer_room(engineer.id), "session:assigned", assigned)
+        )
+        if msg is not None:
+            self._relay(session, msg, fx)
+
+    async def _complete_transfer(
+        self, session: Session, offer: Offer, engineer: Engineer, now: float, fx: Effects
+    ) -> None:
+        old = session.engineer
+        session.engineer = engineer
+        session.assigned_at = now
+        names = f"{old.name if old else 'nobody'} to {engineer.name}"
+        note = self._system_message(
+            session.id,
+            f"The chat was transferred from {names}",
+            {
+                "type": "transferred",
+                "from": old.ref() if old else None,
+                "to": engineer.ref(),
+            },
+        )
+        try:
+            msg = await self.store.assign_session(session, (SessionState.ACTIVE.value,), note)
+        except Exception:
+            session.engineer = old
+            raise
+        self._offers.pop(session.id, None)
+        p = self._presence(engineer, now)
+        p.offers.discard(session.id)
+        p.active.add(session.id)
+        p.last_assigned_at = now
+        assigned = {"session_id": session.id, "engineer": engineer.ref()}
+        fx.append(Outbound(CUSTOMER_NS, customer_room(session.id), "session:assigned", assigned))
+        fx.append(
+            Outbound(ENGINEER_NS, engineer_room(engineer.id), "session:assigned", assigned)
+        )
+        if old is not None:
+            prev = self._engineers.get(old.id)
+            if prev is not None:
+                prev.active.discard(session.id)
+            fx.append(
+                Outbound(ENGINEER_NS, engineer_room(old.id), "session:assigned", assigned)
+            )
+        if msg is not None:
+            self._relay(session, msg, fx)
+            if old is not None:
+                fx.append(
+                    Outbound(
+                        ENGINEER_NS,
+                        engineer_room(old.id),
+                        "message:new",
+                        {"session_id": session.id, "message": msg.to_wire()},
+                    )
+                )
+
+    async def _requeue_all(self, p: Presence, now: float, fx: Effects) -> None:
+        """An engineer stayed away past the grace period: their chats go back to the head of
+        the queue, each in its original arrival place (SPEC §2.7)."""
+        for sid in sorted(p.active):
+            session = self._sessions.get(sid)
+            p.active.discard(sid)
+            if session is None or session.state is not SessionState.ACTIVE:
+                continue
+            gone = session.engineer
+            session.state = SessionState.WAITING
+            session.engineer = None
+            session.assigned_at = None
+            await self.store.save_session_state(session)
+            insort(self._queue, session, key=lambda s: s.arrival_key)
+            self._pos_sent.pop(session.id, None)
+            self._pos_dirty = True
+            if self._customer_conns.get(sid, 0) == 0:
+                self._customer_gone[sid] = now + self.settings.grace
+            msg, _ = await self.store.append_message(
+                self._system_message(
+                    sid,
+                    f"{gone.name if gone else 'Your engineer'} was disconnected. You are back "
+                    "at the front of the queue and the next engineer will take over.",
+                    {"type": "requeued", "engineer": gone.ref() if gone else None},
+                )
+            )
+            self._relay(session, msg, fx)
+            fx.append(
+                Outbound(
+                    ENGINEER_NS,
+                    engineer_room(p.engineer.id),
+                    "session:requeued",
+                    {"session_id": sid},
+                )
+            )
+
+    async def _end(
+        self,
+        session: Session,
+        state: SessionState,
+        reason: EndReason,
+        ended_by: str,
+        fx: Effects,
+        text: str,
+    ) -> None:
+        now = self.clock.now()
+        before = (session.state, session.ended_at, session.ended_by, session.end_reason)
+        was_queued = session.state in QUEUED_STATES
+        answered = session.state is SessionState.ACTIVE
+        session.state = state
+        session.ended_at = now
+        session.ended_by = ended_by
+        session.end_reason = reason
+        note = self._system_message(
+            session.id, text, {"type": "ended", "reason": reason.value, "by": ended_by}
+        )
+        try:
+            msg = await self.store.end_session(session, note, self.settings.handoff_backends)
+        except Exception:
+            session.state, session.ended_at, session.ended_by, session.end_reason = before
+            raise
+        offer = self._offers.get(session.id)
+        if offer is not None:
+            self._revoke_offer(session.id, "ended", fx)
+        del self._sessions[session.id]
+        self._declined.pop(session.id, None)
+        self._customer_gone.pop(session.id, None)
+        self._pos_sent.pop(session.id, None)
+        if was_queued:
+            self._queue.remove(session)
+            self._pos_dirty = True
+        if session.engineer is not None:
+            p = self._engineers.get(session.engineer.id)
+            if p is not None:
+                p.active.discard(session.id)
+        if answered and session.assigned_at is not None:
+            self._handle_times.append(now - session.assigned_at)
+            self._pos_dirty = True
+        self._relay_end(session, msg, answered, fx)
+
+    def _relay_end(self, session: Session, msg: Message, answered: bool, fx: Effects) -> None:
+        ended: dict[str, Any] = {
+            "session_id": session.id,
+            "ended_by": session.ended_by,
+            "reason": session.end_reason.value if session.end_reason else None,
+        }
+        if session.resolution:
+            ended["resolution"] = session.resolution
+        if session.ticket:
+            ended["ticket"] = session.ticket
+        wire_msg = {"session_id": session.id, "message": msg.to_wire()}
+        fx.append(Outbound(CUSTOMER_NS, customer_room(session.id), "message:new", wire_msg))
+        fx.append(Outbound(CUSTOMER_NS, customer_room(session.id), "session:ended", ended))
+        if answered and session.engineer is not None:
+            room = engineer_room(session.engineer.id)
+            fx.append(Outbound(ENGINEER_NS, room, "message:new", wire_msg))
+            fx.append(Outbound(ENGINEER_NS, room, "session:ended", ended))
+
+    def _queue_stats(self, now: float) -> dict[str, Any]:
+        oldest = self._queue[0] if self._queue else None
+        return {
+            "length": len(self._queue),
+            "oldest_wait_seconds": round(now - oldest.created_at, 1) if oldest else 0,
+            "oldest_created_at": iso(oldest.created_at) if oldest else None,
+            "target_seconds": self.settings.wait_target,
+            "warning_seconds": self.settings.wait_warning,
+            "engineers_online": self.engineers_online(),
+        }
+
+    def _flush_queue_update(self, now: float, fx: Effects, *, force: bool = False) -> None:
+        oldest = self._queue[0].id if self._queue else None
+        state = (len(self._queue), oldest)
+        if state == self._queue_sent:
+            return
+        if not force and now - self._queue_sent_at < self.settings.queue_update_interval:
+            return
+        self._queue_sent = state
+        self._queue_sent_at = now
+        fx.append(Outbound(ENGINEER_NS, ENGINEERS_ROOM, "queue:update", self._queue_stats(now)))
+
+    def _flush_positions(self, now: float, fx: Effects) -> None:
+        """Tell each waiting customer their position and estimate when it changed, at most
+        once per ``position_interval`` each. One pass over the queue: O(n) per flush."""
+        if not self._pos_dirty:
+            return
+        capacity = self.online_capacity()
+        aht = self.average_handle_seconds()
+        interval = self.settings.position_interval
+        pending = False
+        for i, session in enumerate(self._queue):
+            position = i + 1
+            estimate = self._estimate(position, capacity=capacity, aht=aht)
+            last = self._pos_sent.get(session.id)
+            if last is not None and last[0] == position and last[1] == estimate:
+                continue
+            if last is not None and now - last[2] < interval:
+                pending = True
+                continue
+            self._pos_sent[session.id] = (position, estimate, now)
+            fx.append(
+                Outbound(
+                    CUSTOMER_NS,
+                    customer_room(session.id),
+                    "queue:position",
+                    {
+                        "session_id": session.id,
+                        "position": position,
+                        "estimated_wait_seconds": estimate,
+                        "engineers_online": self.engineers_online(),
+                    },
+                )
+            )
+        self._pos_dirty = pending
+
+
+def _customer_sender(customer: Customer) -> Sender:
+    return Sender("customer", customer.id, customer.name)
+
+
+def _sender(actor: Actor) -> Sender:
+    if isinstance(actor, Customer):
+        return _customer_sender(actor)
+    return Sender(actor.role.value, actor.id, actor.name)
+
+
+def _role(actor: Actor) -> str:
+    return "customer" if isinstance(actor, Customer) else "engineer"

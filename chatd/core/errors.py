@@ -1,0 +1,63 @@
+"""Domain errors. The transport maps ``code`` to the protocol's error codes in one place."""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class DeskError(Exception):
+    """Base of every error the desk reports to a client."""
+
+    code = "internal"
+
+    def __init__(self, message: str, **details: Any) -> None:
+        super().__init__(message)
+        self.message = message
+        self.details = details
+
+
+class BadRequest(DeskError):
+    code = "bad_request"
+
+
+class Unauthorized(DeskError):
+    code = "unauthorized"
+
+
+class Forbidden(DeskError):
+    code = "forbidden"
+
+
+class NotFound(DeskError):
+    code = "not_found"
+
+
+class Conflict(DeskError):
+    code = "conflict"
+
+
+class SessionClosed(DeskError):
+    code = "session_closed"
+
+
+class RateLimited(DeskError):
+    code = "rate_limited"
+
+
+class TooLarge(DeskError):
+    code = "too_large"
+
+
+ERROR_CODES: tuple[str, ...] = (
+    "bad_request",
+    "unauthorized",
+    "forbidden",
+    "not_found",
+    "conflict",
+    "session_closed",
+    "rate_limited",
+    "too_large",
+    "unsupported_type",
+    "unavailable",
+    "internal",
+)

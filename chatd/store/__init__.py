@@ -1,0 +1,50 @@
+"""Storage backends, chosen by the database URL's scheme (drivers imported lazily)."""
+
+from __future__ import annotations
+
+from urllib.parse import parse_qs, urlsplit
+
+from ..core.ports import Store
+
+SUPPORTED = ("sqlite",)
+
+
+class StoreURLError(ValueError):
+    pass
+
+
+def sqlite_path(url: str) -> str:
+    """``sqlite:///var/chatd.db`` is the relative path var/chatd.db;
+    ``sqlite:////srv/chatd.db`` the absolute /srv/chatd.db."""
+    parts = urlsplit(url)
+    if parts.scheme != "sqlite":
+        raise StoreURLError(f"not an sqlite URL: {url!r}")
+    if parts.netloc:
+        raise StoreURLError("an sqlite URL has no host: use sqlite:///relative/path.db")
+    path = parts.path[1:] if parts.path.startswith("/") else parts.path
+    if not path or path == ":memory:":
+        raise StoreURLError("an sqlite URL needs a file path, e.g. sqlite:///var/chatd.db")
+    return path
+
+
+def check_url(url: str) -> None:
+    scheme = urlsplit(url).scheme
+    if scheme not in SUPPORTED:
+        raise StoreURLError(
+            f"unsupported database URL scheme {scheme!r}; supported: {', '.join(SUPPORTED)}"
+        )
+    if scheme == "sqlite":
+        sqlite_path(url)
+        sync = parse_qs(urlsplit(url).query).get("synchronous", ["full"])[0].lower()
+        if sync not in ("full", "normal", "extra"):
+            raise StoreURLError("synchronous must be full, normal or extra")
+
+
+def store_from_url(url: str) -> Store:
+    check_url(url)
+    from .sqlite import SQLiteStore
+
+    query = parse_qs(urlsplit(url).query)
+    return SQLiteStore(
+        sqlite_path(url), synchronous=query.get("synchronous", ["full"])[0].lower()
+    )

@@ -1,0 +1,585 @@
+"""The SQLite store: one writer with group commit, one reader (docs/design.md#storage).
+
+Every write is a small coroutine handed to the single writer task. The writer drains all
+writes queued at that moment into one transaction and commits once, then answers each
+caller: many messages cost one fsync, and no caller hears "stored" before the commit.
+
+Write operations must raise a DeskError only *before* they change anything; any other
+exception rolls the batch back and its operations are retried one transaction each, so
+that one bad operation fails alone.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import uuid
+from collections.abc import Awaitable, Callable, Iterable, Sequence
+from importlib import resources
+from pathlib import Path
+from typing import Any, TypeVar
+
+import aiosqlite
+
+from ..core.errors import Conflict, DeskError, SessionClosed
+from ..core.models import (
+    Customer,
+    EndReason,
+    Engineer,
+    EngineerAccount,
+    Message,
+    MessageKind,
+    NewMessage,
+    Role,
+    Sender,
+    Session,
+    SessionState,
+    Tier,
+)
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+WriteOp = Callable[[aiosqlite.Connection], Awaitable[Any]]
+
+OPEN = ("waiting", "offered", "active")
+MAX_BATCH = 512
+
+_SESSION_COLUMNS = """
+    s.id, s.state, s.topic, s.severity, s.customer_id, s.customer_name, s.customer_email,
+    s.customer_account, s.customer_tier, s.created_at, s.arrival_seq, s.engineer_id,
+    s.assigned_at, s.first_assigned_at, s.ended_at, s.ended_by, s.end_reason, s.resolution,
+    s.ticket, e.email, e.name, e.role
+"""
+_SESSION_FROM = "FROM sessions s LEFT JOIN engineers e ON e.id = s.engineer_id"
+_MESSAGE_COLUMNS = """
+    id, session_id, seq, ts, sender_role, sender_id, sender_name, kind, body, client_msg_id,
+    attachment, event
+"""
+
+
+def migrations() -> list[tuple[int, str]]:
+    folder = resources.files("chatd.store") / "migrations"
+    out = []
+    for entry in folder.iterdir():
+        name = entry.name
+        if name.endswith(".sql"):
+            out.append((int(name.split("_", 1)[0]), entry.read_text(encoding="utf-8")))
+    return sorted(out)
+
+
+def _session_from_row(r: Sequence[Any]) -> Session:
+    engineer = None
+    if r[11] is not None:
+        engineer = Engineer(id=r[11], email=r[19], name=r[20], role=Role(r[21]))
+    return Session(
+        id=r[0],
+        state=SessionState(r[1]),
+        topic=r[2],
+        severity=r[3],
+        customer=Customer(id=r[4], name=r[5], email=r[6], account=r[7], tier=Tier(r[8])),
+        created_at=r[9],
+        arrival_seq=r[10],
+        engineer=engineer,
+        assigned_at=r[12],
+        first_assigned_at=r[13],
+        ended_at=r[14],
+        ended_by=r[15],
+        end_reason=EndReason(r[16]) if r[16] else None,
+        resolution=r[17],
+        ticket=json.loads(r[18]) if r[18] else None,
+    )
+
+
+def _message_from_row(r: Sequence[Any]) -> Message:
+    return Message(
+        id=r[0],
+        session_id=r[1],
+        seq=r[2],
+        ts=r[3],
+        sender=Sender(role=r[4], id=r[5], name=r[6]),
+        kind=MessageKind(r[7]),
+        body=r[8],
+        client_msg_id=r[9],
+        attachment=json.loads(r[10]) if r[10] else None,
+        event=json.loads(r[11]) if r[11] else None,
+    )
+
+
+def _account_from_row(r: Sequence[Any]) -> EngineerAccount:
+    return EngineerAccount(
+        engineer=Engineer(id=r[0], email=r[1], name=r[2], role=Role(r[3])),
+        password_hash=r[4],
+        disabled=bool(r[5]),
+        created_at=r[6],
+    )
+
+
+def _dumps(value: dict[str, Any] | None) -> str | None:
+    return None if value is None else json.dumps(value, separators=(",", ":"))
+
+
+class SQLiteStore:
+    """The default store. ``path`` is a file, or ``:memory:`` is refused (a reader and a
+    writer must share the database)."""
+
+    def __init__(self, path: str | Path, *, synchronous: str = "full") -> None:
+        self.path = Path(path)
+        self.synchronous = synchronous
+        self._writer: aiosqlite.Connection | None = None
+        self._reader: aiosqlite.Connection | None = None
+        self._queue: asyncio.Queue[tuple[WriteOp, asyncio.Future[Any]]] = asyncio.Queue()
+        self._task: asyncio.Task[None] | None = None
+        self._seq: dict[str, int] = {}  # last seq of recently written open sessions
+        self._version = 0
+        self.batches = 0  # number of commits, for tests and benchmarks
+        self.batched_ops = 0
+
+    # ------------------------------------------------------------------ life cycle
+
+    async def open(self) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._writer = await aiosqlite.connect(self.path, isolation_level=None)
+        await self._writer.execute("PRAGMA journal_mode=WAL")
+        await self._writer.execute(f"PRAGMA synchronous={self.synchronous.upper()}")
+        await self._writer.execute("PRAGMA foreign_keys=ON")
+        await self._writer.execute("PRAGMA busy_timeout=5000")
+        await self._migrate(self._writer)
+        self._reader = await aiosqlite.connect(self.path, isolation_level=None)
+        await self._reader.execute("PRAGMA busy_timeout=5000")
+        await self._reader.execute("PRAGMA query_only=ON")
+        self._task = asyncio.create_task(self._write_loop(), name="chatd-sqlite-writer")
+
+    async def close(self) -> None:
+        if self._task is not None:
+            # Let queued writes finish: they were promised to their callers.
+            done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+            await self._queue.put((_stop_op, done))
+            await done
+            self._task.cancel()
+            try:
+                await self._task
+            except asyncio.CancelledError:
+                pass
+            self._task = None
+        for conn in (self._reader, self._writer):
+            if conn is not None:
+                await conn.close()
+        self._reader = self._writer = None
+
+    async def ready(self) -> bool:
+        try:
+            version = await self._one("SELECT MAX(version) FROM schema_version")
+        except Exception:  # the database is gone or locked: not ready, and say why in logs
+            log.exception("readiness check failed")
+            return False
+        latest = migrations()[-1][0]
+        return version is not None and version[0] == latest and self._task is not None
+
+    async def _migrate(self, conn: aiosqlite.Connection) -> None:
+        await conn.execute(
+            "CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)"
+        )
+        row = await (await conn.execute("SELECT MAX(version) FROM schema_version")).fetchone()
+        current = (row[0] if row else None) or 0
+        for version, sql in migrations():
+            if version <= current:
+                continue
+            await conn.execute("BEGIN IMMEDIATE")
+            try:
+                for statement in _split_sql(sql):
+                    await conn.execute(statement)
+                await conn.execute("INSERT INTO schema_version VALUES (?)", (version,))
+                await conn.execute("COMMIT")
+            except Exception:
+                await conn.execute("ROLLBACK")
+                raise
+            log.info("database migrated to version %d", version)
+            current = version
+        self._version = current
+
+    # ------------------------------------------------------------------ the writer
+
+    async def _write(self, op: Callable[[aiosqlite.Connection], Awaitable[T]]) -> T:
+        if self._task is None:
+            raise RuntimeError("the store is not open")
+        fut: asyncio.Future[T] = asyncio.get_running_loop().create_future()
+        await self._queue.put((op, fut))
+        return await fut
+
+    async def _write_loop(self) -> None:
+        conn = self._writer
+        assert conn is not None
+        while True:
+            batch = [await self._queue.get()]
+            while len(batch) < MAX_BATCH and not self._queue.empty():
+                batch.append(self._queue.get_nowait())
+            stop = [fut for op, fut in batch if op is _stop_op]
+            work = [(op, fut) for op, fut in batch if op is not _stop_op]
+            if work:
+                await self._run_batch(conn, work)
+            for fut in stop:
+                if not fut.done():
+                    fut.set_result(None)
+
+    async def _run_batch(
+        self, conn: aiosqlite.Connection, batch: list[tuple[WriteOp, asyncio.Future[Any]]]
+    ) -> None:
+        results: list[tuple[asyncio.Future[Any], Any, BaseException | None]] = []
+        try:
+            await conn.execute("BEGIN IMMEDIATE")
+            for op, fut in batch:
+                try:
+                    results.append((fut, await op(conn), None))
+                except DeskError as exc:  # refused before writing anything
+                    results.append((fut, None, exc))
+            await conn.execute("COMMIT")
+        except Exception:
+            log.warning("a write batch failed; retrying its operations one by one", exc_info=True)
+            await self._rollback(conn)
+            if len(batch) > 1:
+                for item in batch:
+                    await self._run_batch(conn, [item])
+                return
+            op, fut = batch[0]
+            try:
+                await conn.execute("BEGIN IMMEDIATE")
+                value = await op(conn)
+                await conn.execute("COMMIT")
+            except BaseException as exc:
+                await self._rollback(conn)
+                if not fut.done():
+                    fut.set_exception(exc)
+                return
+            if not fut.done():
+                fut.set_result(value)
+            return
+        self.batches += 1
+        self.batched_ops += len(batch)
+        for fut, value, error in results:
+            if fut.done():
+                continue
+            if error is not None:
+                fut.set_exception(error)
+            else:
+                fut.set_result(value)
+
+    async def _rollback(self, conn: aiosqlite.Connection) -> None:
+        self._seq.clear()  # the cache may hold seqs of rolled-back messages
+        try:
+            await conn.execute("ROLLBACK")
+        except Exception:  # no transaction was open
+            pass
+
+    # ------------------------------------------------------------------ reads
+
+    async def _one(self, sql: str, args: Sequence[Any] = ()) -> Any:
+        assert self._reader is not None
+        async with self._reader.execute(sql, args) as cur:
+            return await cur.fetchone()
+
+    async def _all(self, sql: str, args: Sequence[Any] = ()) -> list[Any]:
+        assert self._reader is not None
+        async with self._reader.execute(sql, args) as cur:
+            return list(await cur.fetchall())
+
+    # ------------------------------------------------------------------ engineers
+
+    async def add_engineer(self, account: EngineerAccount) -> None:
+        e = account.engineer
+
+        async def op(conn: aiosqlite.Connection) -> None:
+            cur = await conn.execute("SELECT 1 FROM engineers WHERE email = ?", (e.email,))
+            if await cur.fetchone():
+                raise Conflict(f"an engineer with email {e.email} exists already")
+            await conn.execute(
+                "INSERT INTO engineers (id, email, name, role, password_hash, disabled,"
+                " created_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                (
+                    e.id, e.email, e.name, e.role.value, account.password_hash,
+                    int(account.disabled), account.created_at,
+                ),
+            )
+
+        await self._write(op)
+
+    async def engineer_account(self, email: str) -> EngineerAccount | None:
+        row = await self._one(
+            "SELECT id, email, name, role, password_hash, disabled, created_at"
+            " FROM engineers WHERE email = ?",
+            (email,),
+        )
+        return _account_from_row(row) if row else None
+
+    async def list_engineers(self) -> list[EngineerAccount]:
+        rows = await self._all(
+            "SELECT id, email, name, role, password_hash, disabled, created_at"
+            " FROM engineers ORDER BY email"
+        )
+        return [_account_from_row(r) for r in rows]
+
+    async def set_engineer_disabled(self, email: str, disabled: bool) -> bool:
+        async def op(conn: aiosqlite.Connection) -> bool:
+            cur = await conn.execute(
+                "UPDATE engineers SET disabled = ? WHERE email = ? RETURNING id",
+                (int(disabled), email),
+            )
+            row = await cur.fetchone()
+            if row is None:
+                return False
+            if disabled:
+                await conn.execute(
+                    "UPDATE engineer_tokens SET revoked_at = strftime('%s', 'now')"
+                    " WHERE engineer_id = ? AND revoked_at IS NULL",
+                    (row[0],),
+                )
+            return True
+
+        return await self._write(op)
+
+    async def add_token(
+        self, token_hash: str, engineer_id: str, created_at: float, expires_at: float
+    ) -> None:
+        async def op(conn: aiosqlite.Connection) -> None:
+            await conn.execute(
+                "DELETE FROM engineer_tokens WHERE expires_at < ?", (created_at - 86_400,)
+            )
+            await conn.execute(
+                "INSERT INTO engineer_tokens (token_hash, engineer_id, created_at, expires_at)"
+                " VALUES (?, ?, ?, ?)",
+                (token_hash, engineer_id, created_at, expires_at),
+            )
+
+        await self._write(op)
+
+    async def engineer_for_token(self, token_hash: str, now: float) -> Engineer | None:
+        row = await self._one(
+            "SELECT e.id, e.email, e.name, e.role FROM engineer_tokens t"
+            " JOIN engineers e ON e.id = t.engineer_id"
+            " WHERE t.token_hash = ? AND t.revoked_at IS NULL AND t.expires_at > ?"
+            " AND e.disabled = 0",
+            (token_hash, now),
+        )
+        if row is None:
+            return None
+        return Engineer(id=row[0], email=row[1], name=row[2], role=Role(row[3]))
+
+    async def revoke_token(self, token_hash: str) -> None:
+        async def op(conn: aiosqlite.Connection) -> None:
+            await conn.execute(
+                "UPDATE engineer_tokens SET revoked_at = strftime('%s', 'now')"
+                " WHERE token_hash = ? AND revoked_at IS NULL",
+                (token_hash,),
+            )
+
+        await self._write(op)
+
+    async def live_tokens(self, token_hashes: Iterable[str], now: float) -> set[str]:
+        hashes = list(set(token_hashes))
+        live: set[str] = set()
+        for i in range(0, len(hashes), 500):
+            chunk = hashes[i : i + 500]
+            marks = ",".join("?" * len(chunk))
+            rows = await self._all(
+                "SELECT t.token_hash FROM engineer_tokens t"
+                " JOIN engineers e ON e.id = t.engineer_id"
+                f" WHERE t.token_hash IN ({marks}) AND t.revoked_at IS NULL"
+                " AND t.expires_at > ? AND e.disabled = 0",
+                (*chunk, now),
+            )
+            live.update(r[0] for r in rows)
+        return live
+
+    # ------------------------------------------------------------------ sessions
+
+    async def create_session(
+        self, session: Session, resume_token_hash: str, first: NewMessage | None
+    ) -> Message | None:
+        c = session.customer
+
+        async def op(conn: aiosqlite.Connection) -> Message | None:
+            await conn.execute(
+                "INSERT INTO sessions (id, state, topic, severity, customer_id, customer_name,"
+                " customer_email, customer_account, customer_tier, created_at, arrival_seq,"
+                " resume_token_hash) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (
+                    session.id, session.state.value, session.topic, session.severity, c.id,
+                    c.name, c.email, c.account, c.tier.value, session.created_at,
+                    session.arrival_seq, resume_token_hash,
+                ),
+            )
+            self._seq[session.id] = 0
+            if first is None:
+                return None
+            msg, _ = await self._append(conn, first)
+            return msg
+
+        return await self._write(op)
+
+    async def next_arrival_seq(self) -> int:
+        row = await self._one("SELECT COALESCE(MAX(arrival_seq), 0) FROM sessions")
+        return int(row[0])
+
+    async def save_session_state(self, session: Session) -> None:
+        async def op(conn: aiosqlite.Connection) -> None:
+            await conn.execute(
+                "UPDATE sessions SET state = ?, engineer_id = ?, assigned_at = ?"
+                " WHERE id = ? AND state IN ('waiting', 'offered', 'active')",
+                (
+                    session.state.value,
+                    session.engineer.id if session.engineer else None,
+                    session.assigned_at,
+                    session.id,
+                ),
+            )
+
+        await self._write(op)
+
+    async def assign_session(
+        self, session: Session, expected_states: Sequence[str], message: NewMessage | None
+    ) -> Message | None:
+        assert session.engineer is not None
+        states = tuple(expected_states)
+        marks = ",".join("?" * len(states))
+        engineer_id = session.engineer.id
+
+        async def op(conn: aiosqlite.Connection) -> Message | None:
+            cur = await conn.execute(
+                "UPDATE sessions SET state = 'active', engineer_id = ?, assigned_at = ?,"
+                " first_assigned_at = COALESCE(first_assigned_at, ?)"
+                f" WHERE id = ? AND state IN ({marks})",
+                (engineer_id, session.assigned_at, session.assigned_at, session.id, *states),
+            )
+            if cur.rowcount != 1:
+                raise Conflict("the session was assigned or closed meanwhile")
+            if message is None:
+                return None
+            msg, _ = await self._append(conn, message)
+            return msg
+
+        return await self._write(op)
+
+    async def end_session(
+        self, session: Session, message: NewMessage, handoff_backends: Sequence[str]
+    ) -> Message:
+        async def op(conn: aiosqlite.Connection) -> Message:
+            cur = await conn.execute(
+                "UPDATE sessions SET state = ?, ended_at = ?, ended_by = ?, end_reason = ?,"
+                " resolution = ? WHERE id = ? AND state IN ('waiting', 'offered', 'active')",
+                (
+                    session.state.value,
+                    session.ended_at,
+                    session.ended_by,
+                    session.end_reason.value if session.end_reason else None,
+                    session.resolution,
+                    session.id,
+                ),
+            )
+            if cur.rowcount != 1:
+                raise SessionClosed("the session has ended")
+            msg, _ = await self._append(conn, message, require_open=False)
+            now = session.ended_at or message.ts
+            for backend in handoff_backends:
+                await conn.execute(
+                    "INSERT INTO handoffs (id, session_id, backend, next_attempt_at,"
+                    " created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?)",
+                    (str(uuid.uuid4()), session.id, backend, now, now, now),
+                )
+            self._seq.pop(session.id, None)
+            return msg
+
+        return await self._write(op)
+
+    async def open_sessions(self) -> list[Session]:
+        rows = await self._all(
+            f"SELECT {_SESSION_COLUMNS} {_SESSION_FROM}"
+            " WHERE s.state IN ('waiting', 'offered', 'active')"
+            " ORDER BY s.created_at, s.arrival_seq"
+        )
+        return [_session_from_row(r) for r in rows]
+
+    async def get_session(self, session_id: str) -> Session | None:
+        row = await self._one(f"SELECT {_SESSION_COLUMNS} {_SESSION_FROM} WHERE s.id = ?",
+                              (session_id,))
+        return _session_from_row(row) if row else None
+
+    async def resume_token_hash(self, session_id: str) -> str | None:
+        row = await self._one("SELECT resume_token_hash FROM sessions WHERE id = ?",
+                              (session_id,))
+        return str(row[0]) if row else None
+
+    async def recent_handle_times(self, since: float, limit: int) -> list[float]:
+        rows = await self._all(
+            "SELECT ended_at - assigned_at FROM sessions WHERE state = 'ended'"
+            " AND assigned_at IS NOT NULL AND ended_at >= ? ORDER BY ended_at DESC LIMIT ?",
+            (since, limit),
+        )
+        return [float(r[0]) for r in rows]
+
+    # ------------------------------------------------------------------ messages
+
+    async def append_message(self, message: NewMessage) -> tuple[Message, bool]:
+        async def op(conn: aiosqlite.Connection) -> tuple[Message, bool]:
+            return await self._append(conn, message)
+
+        return await self._write(op)
+
+    async def _append(
+        self, conn: aiosqlite.Connection, m: NewMessage, *, require_open: bool = True
+    ) -> tuple[Message, bool]:
+        last = self._seq.get(m.session_id)
+        if last is None or not require_open:
+            cur = await conn.execute(
+                "SELECT state, (SELECT COALESCE(MAX(seq), 0) FROM messages"
+                " WHERE session_id = sessions.id) FROM sessions WHERE id = ?",
+                (m.session_id,),
+            )
+            row = await cur.fetchone()
+            if row is None or (require_open and row[0] not in OPEN):
+                raise SessionClosed("the session has ended")
+            last = int(row[1])
+            if require_open:
+                self._seq[m.session_id] = last
+        seq = last + 1
+        cur = await conn.execute(
+            "INSERT INTO messages (id, session_id, seq, ts, sender_role, sender_id,"
+            " sender_name, kind, body, client_msg_id, attachment, event)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+            " ON CONFLICT (session_id, client_msg_id) WHERE client_msg_id IS NOT NULL"
+            " DO NOTHING",
+            (
+                m.id, m.session_id, seq, m.ts, m.sender.role, m.sender.id, m.sender.name,
+                m.kind.value, m.body, m.client_msg_id, _dumps(m.attachment), _dumps(m.event),
+            ),
+        )
+        if cur.rowcount == 1:
+            if require_open:
+                self._seq[m.session_id] = seq
+            return Message.stored(m, seq), True
+        cur = await conn.execute(
+            f"SELECT {_MESSAGE_COLUMNS} FROM messages WHERE session_id = ? AND client_msg_id = ?",
+            (m.session_id, m.client_msg_id),
+        )
+        row = await cur.fetchone()
+        if row is None:  # pragma: no cover - only a broken seq cache gets here
+            raise RuntimeError("message insert ignored without a duplicate")
+        return _message_from_row(row), False
+
+    async def messages_after(self, session_id: str, after_seq: int, limit: int) -> list[Message]:
+        rows = await self._all(
+            f"SELECT {_MESSAGE_COLUMNS} FROM messages WHERE session_id = ? AND seq > ?"
+            " ORDER BY seq LIMIT ?",
+            (session_id, after_seq, limit),
+        )
+        return [_message_from_row(r) for r in rows]
+
+
+async def _stop_op(conn: aiosqlite.Connection) -> None:  # pragma: no cover - a marker
+    return None
+
+
+def _split_sql(script: str) -> list[str]:
+    """Statements of a migration file (no semicolons inside literals in our migrations)."""
+    lines = [line for line in script.splitlines() if not line.strip().startswith("--")]
+    return [s.strip() for s in "\n".join(lines).split(";") if s.strip()]

@@ -1,0 +1,1 @@
+"""The transport: Socket.IO namespaces and HTTP routes over the desk."""

@@ -1,0 +1,183 @@
+"""HTTP routes: login and logout, health, and the pages (docs/protocol.md#http)."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import msgspec
+from aiohttp import web
+
+from .. import accounts
+from ..core.desk import hash_token
+from ..core.errors import BadRequest, DeskError, RateLimited, TooLarge, Unauthorized
+from ..core.models import Engineer, iso
+from ..core.ratelimit import KeyedLimiter
+from . import keys
+from . import schemas as s
+from .auth import COOKIE_NAME, bearer, cookie_token
+
+log = logging.getLogger(__name__)
+
+STATUS = {
+    "bad_request": 400,
+    "unauthorized": 401,
+    "forbidden": 403,
+    "not_found": 404,
+    "conflict": 409,
+    "session_closed": 409,
+    "too_large": 413,
+    "unsupported_type": 415,
+    "rate_limited": 429,
+    "unavailable": 503,
+    "internal": 500,
+}
+
+STATIC_DIR = Path(__file__).resolve().parent.parent.parent / "static"
+
+
+def error_response(code: str, message: str, **details: Any) -> web.Response:
+    err: dict[str, Any] = {"code": code, "message": message}
+    if details:
+        err["details"] = details
+    return web.json_response({"ok": False, "error": err}, status=STATUS.get(code, 500))
+
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+@web.middleware
+async def errors_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Domain errors and bad JSON become the protocol's error body; nothing leaks a trace."""
+    try:
+        return await handler(request)
+    except DeskError as exc:
+        return error_response(exc.code, exc.message, **exc.details)
+    except msgspec.ValidationError as exc:
+        return error_response("bad_request", str(exc))
+    except web.HTTPException as exc:
+        if exc.status >= 400 and request.path.startswith("/api/"):
+            code = {404: "not_found", 405: "bad_request", 413: "too_large"}.get(
+                exc.status, "bad_request"
+            )
+            return error_response(code, exc.reason)
+        raise
+    except Exception:
+        log.exception("%s %s failed", request.method, request.path)
+        return error_response("internal", "internal error")
+
+
+@web.middleware
+async def headers_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    response = await handler(request)
+    response.headers.setdefault("X-Content-Type-Options", "nosniff")
+    response.headers.setdefault("Referrer-Policy", "same-origin")
+    if request.path.startswith("/api/"):
+        response.headers.setdefault("Cache-Control", "no-store")
+    return response
+
+
+async def json_body(request: web.Request, schema: type[s.T]) -> s.T:
+    if request.content_length is not None and request.content_length > 64 * 1024:
+        raise TooLarge("the body is larger than 64 KiB")
+    raw = await request.read()
+    try:
+        data = msgspec.json.decode(raw) if raw else {}
+    except msgspec.DecodeError:
+        raise BadRequest("the body is not valid JSON") from None
+    return s.convert(data, schema)
+
+
+def request_token(request: web.Request) -> str | None:
+    return bearer(request.headers.get("Authorization")) or cookie_token(
+        request.headers.get("Cookie")
+    )
+
+
+async def current_engineer(request: web.Request) -> tuple[Engineer, str]:
+    token = request_token(request)
+    engineer = await accounts.engineer_for_token(
+        request.app[keys.STORE], request.app[keys.CLOCK], token or ""
+    )
+    if engineer is None or token is None:
+        raise Unauthorized("log in first: the engineer token is missing or invalid")
+    return engineer, token
+
+
+def engineer_wire(engineer: Engineer) -> dict[str, Any]:
+    return {
+        "id": engineer.id,
+        "email": engineer.email,
+        "name": engineer.name,
+        "role": engineer.role.value,
+    }
+
+
+async def login(request: web.Request) -> web.Response:
+    limiter: KeyedLimiter = request.app[keys.LOGIN_LIMITER]
+    if not limiter.take(request.remote or "unknown"):
+        raise RateLimited("too many login attempts; wait a minute")
+    body = await json_body(request, s.Login)
+    settings = request.app[keys.SETTINGS]
+    token, engineer, expires_at = await accounts.login(
+        request.app[keys.STORE], request.app[keys.CLOCK], body.email, body.password,
+        settings.token_ttl_seconds,
+    )
+    log.info("engineer logged in", extra={"engineer_id": engineer.id})
+    response = web.json_response(
+        {"ok": True, "token": token, "engineer": engineer_wire(engineer),
+         "expires_at": iso(expires_at)}
+    )
+    response.set_cookie(
+        COOKIE_NAME,
+        token,
+        max_age=int(settings.token_ttl_seconds),
+        httponly=True,
+        samesite="Strict",
+        secure=request.secure,
+        path="/",
+    )
+    return response
+
+
+async def logout(request: web.Request) -> web.Response:
+    engineer, token = await current_engineer(request)
+    await request.app[keys.STORE].revoke_token(hash_token(token))
+    await request.app[keys.SOCKETS].engineers.disconnect_tokens({hash_token(token)})
+    log.info("engineer logged out", extra={"engineer_id": engineer.id})
+    response = web.json_response({"ok": True})
+    response.del_cookie(COOKIE_NAME, path="/")
+    return response
+
+
+async def me(request: web.Request) -> web.Response:
+    engineer, _ = await current_engineer(request)
+    return web.json_response({"ok": True, "engineer": engineer_wire(engineer)})
+
+
+async def healthz(request: web.Request) -> web.Response:
+    return web.json_response({"status": "ok"})
+
+
+async def readyz(request: web.Request) -> web.Response:
+    if await request.app[keys.STORE].ready():
+        return web.json_response({"status": "ready"})
+    return web.json_response({"status": "not ready"}, status=503)
+
+
+async def index(request: web.Request) -> web.StreamResponse:
+    page = STATIC_DIR / "index.html"
+    if page.is_file():
+        return web.FileResponse(page)
+    return web.Response(text="chatd is running\n", content_type="text/plain")
+
+
+def setup_routes(app: web.Application) -> None:
+    app.router.add_post("/api/login", login)
+    app.router.add_post("/api/logout", logout)
+    app.router.add_get("/api/me", me)
+    app.router.add_get("/healthz", healthz)
+    app.router.add_get("/readyz", readyz)
+    app.router.add_get("/", index)

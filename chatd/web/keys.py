@@ -1,0 +1,23 @@
+"""Typed keys of the shared objects on the aiohttp application."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from aiohttp import web
+
+from ..config import Settings
+from ..core.clock import Clock
+from ..core.desk import Desk
+from ..core.ports import Store
+from ..core.ratelimit import KeyedLimiter
+
+if TYPE_CHECKING:
+    from .sockets import Sockets
+
+SETTINGS = web.AppKey("settings", Settings)
+CLOCK = web.AppKey("clock", Clock)
+STORE = web.AppKey("store", Store)
+DESK = web.AppKey("desk", Desk)
+SOCKETS: web.AppKey[Sockets] = web.AppKey("sockets")
+LOGIN_LIMITER = web.AppKey("login_limiter", KeyedLimiter)
