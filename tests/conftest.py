@@ -1,0 +1,114 @@
+"""Shared fixtures: a real SQLite store in a temporary folder, a fake clock, and a running
+chatd app on a loopback port for tests that talk over real sockets."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+import socketio
+from aiohttp import web
+from aiohttp.test_utils import TestServer
+
+from chatd import accounts
+from chatd.app import create_app
+from chatd.config import Settings
+from chatd.core.clock import FakeClock, SystemClock
+from chatd.core.models import Engineer, Role
+from chatd.store.sqlite import SQLiteStore
+
+WIDGET_SECRET = "test-widget-secret-0123456789abcdef-xyz"
+
+
+@pytest.fixture
+def clock() -> FakeClock:
+    return FakeClock()
+
+
+@pytest.fixture
+async def store(tmp_path: Path) -> AsyncIterator[SQLiteStore]:
+    s = SQLiteStore(tmp_path / "chatd.db", synchronous="normal")
+    await s.open()
+    yield s
+    await s.close()
+
+
+def make_settings(tmp_path: Path, **overrides: Any) -> Settings:
+    values: dict[str, Any] = {
+        "database_url": f"sqlite:///{tmp_path / 'chatd.db'}",
+        "upload_dir": str(tmp_path / "uploads"),
+        "widget_secret": WIDGET_SECRET,
+        "allow_guests": True,
+        "connect_burst": 1000,
+        "message_burst": 1000,
+        "message_rate": 1000.0,
+    }
+    values.update(overrides)
+    return Settings(**values)
+
+
+class Chatd:
+    """A running chatd app on 127.0.0.1 with helpers to log in and connect clients."""
+
+    def __init__(self, server: TestServer, app: web.Application) -> None:
+        self.server = server
+        self.app = app
+        self.url = str(server.make_url("")).rstrip("/")
+        self._clients: list[socketio.AsyncClient] = []
+
+    async def add_engineer(
+        self, email: str, name: str = "", role: Role = Role.ENGINEER,
+        password: str = "correct horse battery",
+    ) -> Engineer:
+        from chatd.web import keys
+
+        return await accounts.add_engineer(
+            self.app[keys.STORE], SystemClock(), email, name or email.split("@")[0],
+            password, role,
+        )
+
+    async def login(self, email: str, password: str = "correct horse battery") -> str:
+        import aiohttp
+
+        async with aiohttp.ClientSession() as http:
+            async with http.post(
+                self.url + "/api/login", json={"email": email, "password": password}
+            ) as r:
+                body = await r.json()
+                assert r.status == 200, body
+                return str(body["token"])
+
+    async def client(self, namespace: str, auth: dict[str, Any]) -> socketio.AsyncClient:
+        c = socketio.AsyncClient(reconnection=False)
+        await c.connect(
+            self.url, namespaces=[namespace], auth=auth, transports=["websocket"],
+            wait_timeout=5,
+        )
+        self._clients.append(c)
+        return c
+
+    async def close_clients(self) -> None:
+        for c in self._clients:
+            if c.connected:
+                await c.disconnect()
+
+
+@pytest.fixture
+async def chatd_factory(
+    tmp_path: Path, aiohttp_server: Callable[..., Awaitable[TestServer]]
+) -> AsyncIterator[Callable[..., Awaitable[Chatd]]]:
+    made: list[Chatd] = []
+
+    async def make(clock: Any = None, **overrides: Any) -> Chatd:
+        settings = make_settings(tmp_path, **overrides)
+        app = create_app(settings, clock=clock)
+        server = await aiohttp_server(app)
+        c = Chatd(server, app)
+        made.append(c)
+        return c
+
+    yield make
+    for c in made:
+        await c.close_clients()
