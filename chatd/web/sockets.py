@@ -78,6 +78,39 @@ class Emitter:
             )
 
 
+RESERVED_EVENTS = frozenset({"connect", "disconnect", "connect_error"})
+
+
+class Server(socketio.AsyncServer):  # type: ignore[misc]
+    """python-socketio's server, refusing malformed event packets before dispatch.
+
+    The library hands ``data[0]`` to the handlers as the event name without checking it, and
+    treats a client event named ``connect`` or ``disconnect`` like the real thing; a hostile
+    client must not reach either path.
+    """
+
+    async def _handle_event(
+        self, eio_sid: str, namespace: str | None, id: int | None, data: Any
+    ) -> None:
+        if (
+            isinstance(data, list)
+            and data
+            and isinstance(data[0], str)
+            and data[0] not in RESERVED_EVENTS
+        ):
+            await super()._handle_event(eio_sid, namespace, id, data)
+            return
+        namespace = namespace or "/"
+        sid = self.manager.sid_from_eio_sid(eio_sid, namespace)
+        if id is None or sid is None or not self.manager.is_connected(sid, namespace):
+            return
+        error = _error("bad_request", "an event needs a name (a string) that is not reserved")
+        await self._send_packet(
+            eio_sid, self.packet_class(socketio.packet.ACK, namespace=namespace, id=id,
+                                       data=[error])
+        )
+
+
 class BaseNamespace(socketio.AsyncNamespace):  # type: ignore[misc]
     """Dispatches ``a:b`` event names through a table, with validation and error mapping."""
 
@@ -429,7 +462,7 @@ class Sockets:
         tick_interval: float = 0.25,
         token_check_interval: float = 2.0,
     ) -> None:
-        self.sio = socketio.AsyncServer(
+        self.sio = Server(
             async_mode="aiohttp",
             cors_allowed_origins=allowed_origins,
             max_http_buffer_size=max(limits.max_event_bytes * 2, 1_000_000),

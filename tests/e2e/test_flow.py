@@ -1,0 +1,78 @@
+"""The whole desk over real Socket.IO connections on loopback."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from tests.e2e.helpers import engineer, guest
+
+
+async def test_customer_request_offer_accept_chat_end(chatd_factory: Any) -> None:
+    chatd = await chatd_factory()
+    eng, eng_in = await engineer(chatd, "alex@example.com", name="Alex")
+    cust, cust_in = await guest(chatd)
+    r = await cust.call(
+        "chat:request",
+        {"topic": "Cannot log in", "severity": 2, "message": "Help", "client_msg_id": "c0"},
+        namespace="/customer",
+    )
+    assert r["ok"], r
+    sid = r["session"]["id"]
+    assert r["session"]["position"] == 1
+    offer = await eng_in.wait_for("offer:new")
+    assert offer["session_id"] == sid and offer["severity"] == 2
+    acc = await eng.call("offer:accept", {"session_id": sid}, namespace="/engineer")
+    assert acc["ok"] and acc["session"]["state"] == "active"
+    assert [m["body"] for m in acc["messages"]][0] == "Help"
+    await cust_in.wait_for("session:assigned")
+    sent = await eng.call(
+        "message:send", {"session_id": sid, "client_msg_id": "e1", "body": "Hi, Alex here"},
+        namespace="/engineer",
+    )
+    got = await cust_in.wait_for("message:new", lambda d: d["message"]["body"] == "Hi, Alex here")
+    assert got["message"]["seq"] == sent["message"]["seq"]
+    reply = await cust.call(
+        "message:send", {"session_id": sid, "client_msg_id": "c1", "body": "thanks"},
+        namespace="/customer",
+    )
+    await eng_in.wait_for("message:new", lambda d: d["message"]["body"] == "thanks")
+    assert reply["message"]["seq"] == sent["message"]["seq"] + 1
+    end = await eng.call("session:end", {"session_id": sid, "resolution": "reset password"},
+                         namespace="/engineer")
+    assert end["ok"] and end["session"]["state"] == "ended"
+    ended = await cust_in.wait_for("session:ended")
+    assert ended["ended_by"] == "engineer"
+    late = await cust.call(
+        "message:send", {"session_id": sid, "client_msg_id": "c2", "body": "one more"},
+        namespace="/customer",
+    )
+    assert late["error"]["code"] == "session_closed"
+
+
+async def test_concurrent_accepts_assign_the_session_exactly_once(chatd_factory: Any) -> None:
+    import asyncio
+
+    from tests.e2e.helpers import Inbox, call
+
+    chatd = await chatd_factory()
+    eng, eng_in = await engineer(chatd, "alex@example.com", name="Alex")
+    token = await chatd.login("alex@example.com")
+    tab2 = await chatd.client("/engineer", {"token": token})
+    Inbox(tab2, "/engineer")
+    rival, rival_in = await engineer(chatd, "bo@example.com", name="Bo", available=False)
+    cust, cust_in = await guest(chatd)
+    r = await call(cust, "/customer", "chat:request", {"topic": "race"})
+    sid = r["session"]["id"]
+    await eng_in.wait_for("offer:new")
+    results = await asyncio.gather(
+        *[call(c, "/engineer", "offer:accept", {"session_id": sid})
+          for c in (eng, tab2, rival, eng, tab2, rival)]
+    )
+    oks = [x for x in results if x["ok"]]
+    assert all(x["session"]["engineer"]["name"] == "Alex" for x in oks)
+    assert {x["error"]["code"] for x in results if not x["ok"]} == {"conflict"}
+    history = await call(eng, "/engineer", "session:resume", {"session_id": sid})
+    joined = [m for m in history["messages"] if (m.get("event") or {}).get("type") == "assigned"]
+    assert len(joined) == 1
+    await cust_in.wait_for("session:assigned")
+    assert len(cust_in.named("session:assigned")) == 1
