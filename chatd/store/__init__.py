@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from urllib.parse import parse_qs, urlsplit
+from urllib.parse import parse_qs, unquote, urlsplit
 
 from ..core.ports import Store
 
@@ -21,7 +21,7 @@ def sqlite_path(url: str) -> str:
         raise StoreURLError(f"not an sqlite URL: {url!r}")
     if parts.netloc:
         raise StoreURLError("an sqlite URL has no host: use sqlite:///relative/path.db")
-    path = parts.path[1:] if parts.path.startswith("/") else parts.path
+    path = unquote(parts.path[1:] if parts.path.startswith("/") else parts.path)
     if not path or path == ":memory:":
         raise StoreURLError("an sqlite URL needs a file path, e.g. sqlite:///var/chatd.db")
     return path
@@ -35,7 +35,11 @@ def check_url(url: str) -> None:
         )
     if scheme == "sqlite":
         sqlite_path(url)
-        sync = parse_qs(urlsplit(url).query).get("synchronous", ["full"])[0].lower()
+        query = parse_qs(urlsplit(url).query, keep_blank_values=True)
+        unknown = sorted(set(query) - {"synchronous"})
+        if unknown:
+            raise StoreURLError(f"unknown sqlite URL parameter(s): {', '.join(unknown)}")
+        sync = query.get("synchronous", ["full"])[0].lower()
         if sync not in ("full", "normal", "extra"):
             raise StoreURLError("synchronous must be full, normal or extra")
 
