@@ -153,16 +153,17 @@ class SQLiteStore:
 
     async def close(self) -> None:
         if self._task is not None:
+            # Refuse new writes now: one queued behind the stop marker would never be answered.
+            task, self._task = self._task, None
             # Let queued writes finish: they were promised to their callers.
             done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
             await self._queue.put((_stop_op, done))
             await done
-            self._task.cancel()
+            task.cancel()
             try:
-                await self._task
+                await task
             except asyncio.CancelledError:
                 pass
-            self._task = None
         for conn in (self._reader, self._writer):
             if conn is not None:
                 await conn.close()
@@ -175,7 +176,12 @@ class SQLiteStore:
             log.exception("readiness check failed")
             return False
         latest = migrations()[-1][0]
-        return version is not None and version[0] == latest and self._task is not None
+        return (
+            version is not None
+            and version[0] == latest
+            and self._task is not None
+            and not self._task.done()
+        )
 
     async def _migrate(self, conn: aiosqlite.Connection) -> None:
         await conn.execute(
@@ -235,25 +241,16 @@ class SQLiteStore:
                 except DeskError as exc:  # refused before writing anything
                     results.append((fut, None, exc))
             await conn.execute("COMMIT")
-        except Exception:
-            log.warning("a write batch failed; retrying its operations one by one", exc_info=True)
+        except Exception as exc:
             await self._rollback(conn)
-            if len(batch) > 1:
-                for item in batch:
-                    await self._run_batch(conn, [item])
-                return
-            op, fut = batch[0]
-            try:
-                await conn.execute("BEGIN IMMEDIATE")
-                value = await op(conn)
-                await conn.execute("COMMIT")
-            except BaseException as exc:
-                await self._rollback(conn)
+            if len(batch) == 1:
+                fut = batch[0][1]
                 if not fut.done():
                     fut.set_exception(exc)
                 return
-            if not fut.done():
-                fut.set_result(value)
+            log.warning("a write batch failed; retrying its operations one by one", exc_info=True)
+            for item in batch:
+                await self._run_batch(conn, [item])
             return
         self.batches += 1
         self.batched_ops += len(batch)
