@@ -102,6 +102,7 @@ class Presence:
     engineer: Engineer
     capacity: int
     last_assigned_at: float
+    last_offered_at: float = float("-inf")
     status: EngineerStatus = EngineerStatus.AWAY
     connections: int = 0
     active: set[str] = field(default_factory=set)
@@ -531,8 +532,10 @@ class Desk:
         async with self._lock:
             session = self._sessions.get(session_id)
             if session is None:
-                await self._raise_closed_or_missing(engineer, session_id)
-                raise AssertionError("unreachable")
+                # An offer races its customer leaving: that is "ended", not "forbidden".
+                if await self.store.get_session(session_id) is None:
+                    raise NotFound("no such session")
+                raise SessionClosed("the session has ended")
             offer = self._offers.get(session_id)
             if offer is None or offer.engineer_id != engineer.id:
                 if (
@@ -545,6 +548,9 @@ class Desk:
                     return wire, messages, []
                 raise Conflict("this session is not offered to you (any more)")
             now = self.clock.now()
+            if offer.expires_at <= now:
+                # The next tick withdraws it and tells everyone; until then it is not valid.
+                raise Conflict("the offer has expired")
             fx: Effects = []
             if offer.transfer_from is not None:
                 await self._complete_transfer(session, offer, engineer, now, fx)
@@ -793,6 +799,7 @@ class Desk:
         )
         self._offers[session.id] = offer
         p.offers.add(session.id)
+        p.last_offered_at = now
         if transfer_from is None:
             session.state = SessionState.OFFERED
             self._unsaved.add(session.id)
@@ -827,7 +834,16 @@ class Desk:
                 continue
             declined = self._declined.get(session.id, set())
             candidates = [p for p in eligible if p.engineer.id not in declined] or eligible
-            chosen = min(candidates, key=lambda p: (p.last_assigned_at, p.engineer.id))
+            # "Longest without a new session" counts offers too, so that several waiting
+            # chats are spread over idle engineers instead of all going to the first one.
+            chosen = min(
+                candidates,
+                key=lambda p: (
+                    max(p.last_assigned_at, p.last_offered_at),
+                    p.last_offered_at,
+                    p.engineer.id,
+                ),
+            )
             self._make_offer(session, chosen, now, fx)
             if not chosen.eligible:
                 eligible.remove(chosen)
@@ -868,6 +884,9 @@ class Desk:
         return offer
 
     def _expire_offer(self, offer: Offer, fx: Effects) -> None:
+        if self._offers.get(offer.session_id) is not offer:
+            # Already withdrawn in this tick: an earlier expiry set the engineer away.
+            return
         self._revoke_offer(offer.session_id, "expired", fx)
         self._declined.setdefault(offer.session_id, set()).add(offer.engineer_id)
         p = self._engineers.get(offer.engineer_id)
@@ -983,6 +1002,9 @@ class Desk:
             p.active.discard(sid)
             if session is None or session.state is not SessionState.ACTIVE:
                 continue
+            # A transfer still on offer would be accepted against a chat no longer active
+            # (the store refuses it); withdraw it so the chat is offered afresh below.
+            self._revoke_offer(sid, "requeued", fx)
             gone = session.engineer
             session.state = SessionState.WAITING
             session.engineer = None

@@ -1,0 +1,139 @@
+"""SPEC §2.9-2.10: waiting customers see their position and an estimated wait."""
+
+from __future__ import annotations
+
+from chatd.core.models import Role
+from tests.core.helpers import Floor, customer, positions, sent, to_engineers_room
+
+AHT = 600  # SETTINGS.default_handle_seconds: the estimate's base before any history
+
+
+async def test_customer_may_queue_with_no_engineer_online(floor: Floor) -> None:
+    session, fx = await floor.request(customer("ann"))
+
+    assert session["state"] == "waiting"
+    assert session["position"] == 1
+    assert session["estimated_wait_seconds"] is None
+    [update] = to_engineers_room(fx, "queue:update")
+    assert update["length"] == 1 and update["engineers_online"] == 0
+
+
+async def test_request_answers_with_position_and_estimate(floor: Floor) -> None:
+    await floor.engineer("alex", capacity=3)
+    answers = [(await floor.request(customer(f"c{i}")))[0] for i in range(4)]
+
+    # ((position - 1) / capacity + 1) x average handle time
+    assert [(a["position"], a["estimated_wait_seconds"]) for a in answers] == [
+        (1, AHT),
+        (2, round((1 / 3 + 1) * AHT)),
+        (3, round((2 / 3 + 1) * AHT)),
+        (4, 2 * AHT),
+    ]
+
+
+async def test_queue_position_follows_the_queue(floor: Floor) -> None:
+    alex = await floor.engineer("alex", capacity=20)
+    ids = await floor.queue(*(customer(n) for n in ("ann", "bob", "cat", "dan")))
+    assert positions(await floor.later(3)) == {}  # nothing moved since the answers
+
+    _, _, fx = await floor.desk.accept(alex, ids[0])
+    fx += await floor.desk.tick()
+
+    assert positions(fx) == {
+        ids[1]: (1, AHT),
+        ids[2]: (2, round((1 / 20 + 1) * AHT)),
+        ids[3]: (3, round((2 / 20 + 1) * AHT)),
+    }
+    [update] = to_engineers_room(fx, "queue:update")
+    assert update["length"] == 3
+
+
+async def test_queue_position_is_sent_at_most_once_per_interval(floor: Floor) -> None:
+    alex = await floor.engineer("alex", capacity=20)
+    ids = await floor.queue(*(customer(n) for n in ("ann", "bob", "cat", "dan")))
+    floor.clock.advance(3)
+    await floor.desk.accept(alex, ids[0])
+    assert set(positions(await floor.desk.tick())) == {ids[1], ids[2], ids[3]}
+
+    # Two more moves within the next two seconds...
+    floor.clock.advance(0.5)
+    await floor.desk.accept(alex, ids[1])
+    assert positions(await floor.desk.tick()) == {}
+    floor.clock.advance(0.5)
+    await floor.desk.accept(alex, ids[2])
+    assert positions(await floor.desk.tick()) == {}
+    assert positions(await floor.later(0.75)) == {}
+
+    # ...reach Dan as one update with where he is now, two seconds after the last one.
+    assert positions(await floor.later(0.25)) == {ids[3]: (1, AHT)}
+    assert positions(await floor.later(5)) == {}
+
+
+async def test_estimate_uses_recent_handle_times_of_answered_chats(floor: Floor) -> None:
+    alex = await floor.engineer("alex", capacity=1)
+    lee = await floor.engineer("lee", role=Role.LEAD, available=False)
+
+    first = await floor.assigned(alex, customer("ann"))
+    floor.clock.advance(120)
+    await floor.desk.end(alex, first)
+    assert floor.desk.average_handle_seconds() == 120
+
+    session, _ = await floor.request(customer("bob"))
+    assert session["estimated_wait_seconds"] == 120
+    await floor.desk.accept(alex, session["id"])
+    floor.clock.advance(240)
+    await floor.desk.end(alex, session["id"])
+
+    # A chat nobody answered (here: cancelled by a lead after a long wait) is not handling.
+    await floor.away(alex)
+    [unanswered] = await floor.queue(customer("cat"))
+    floor.clock.advance(1000)
+    await floor.desk.end(lee, unanswered)
+    await floor.available(alex)
+
+    session, _ = await floor.request(customer("dan"))
+    assert session["estimated_wait_seconds"] == (120 + 240) / 2
+
+
+async def test_estimates_fall_as_engineers_come_and_rise_as_they_go(floor: Floor) -> None:
+    ids = await floor.queue(customer("ann"), customer("bob"))
+    second = ids[1]
+
+    async def estimate() -> int | None:
+        fx = await floor.later(2)
+        [payload] = [p for p in sent(fx, "queue:position") if p["session_id"] == second]
+        assert payload["position"] == 2
+        return payload["estimated_wait_seconds"]  # type: ignore[no-any-return]
+
+    alex = await floor.engineer("alex", capacity=1)
+    with_one = await estimate()
+    bea = await floor.engineer("bea", capacity=1)
+    with_two = await estimate()
+    await floor.desk.engineer_disconnected(bea.id)
+    one_again = await estimate()
+    await floor.away(alex)
+    with_none = await estimate()
+
+    assert with_one == 2 * AHT
+    assert with_two == round((1 / 2 + 1) * AHT)
+    assert with_two < with_one
+    assert one_again == with_one
+    assert with_none is None
+
+
+async def test_dequeue_with_200_waiting_sends_at_most_one_position_each(floor: Floor) -> None:
+    alex = await floor.engineer("alex", capacity=1)
+    ids = await floor.queue(*(customer(f"c{i:03d}") for i in range(200)))
+    floor.clock.advance(2)
+    assert positions(await floor.desk.tick()) == {}
+
+    _, _, fx = await floor.desk.accept(alex, ids[0])
+    fx += await floor.desk.tick()
+
+    emitted = sent(fx, "queue:position")
+    assert len(emitted) <= 199
+    # positions() also fails if any customer got two.
+    moved = positions(fx)
+    assert moved == {sid: (i, moved[sid][1]) for i, sid in enumerate(ids[1:], start=1)}
+    assert len(fx) < 199 + 10
+    assert sent(await floor.later(2), "queue:position") == []
