@@ -5,7 +5,13 @@ BIN    := $(VENV)/bin
 PORT   ?= 8080
 STAMP  := $(VENV)/.installed
 
-.PHONY: run test lint bench clean
+.PHONY: run test lint bench clean web browser rt promtool
+
+# The widget, console and demo page: built from static/src by npm + esbuild when missing or
+# older than their sources or the lockfile (static/.built is written by the build).
+WEB_SOURCES := $(shell find static/src -type f 2>/dev/null) package.json package-lock.json
+WEB_STAMP   := static/.built
+NODE_STAMP  := node_modules/.package-lock.json
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -13,11 +19,40 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet -e '.[test]'
 	touch $(STAMP)
 
-run: $(STAMP)
+$(NODE_STAMP): package.json package-lock.json
+	npm ci --no-audit --no-fund
+	touch $(NODE_STAMP)
+
+$(WEB_STAMP): $(NODE_STAMP) $(WEB_SOURCES)
+	npm run --silent build
+
+web: $(WEB_STAMP)
+
+# Browser tests drive Debian's Chromium with Playwright (no browser downloads).
+browser: $(STAMP)
+	test -x /usr/bin/chromium || { \
+	  if [ "$$(id -u)" = 0 ]; then apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y chromium; \
+	  else sudo apt-get update && sudo apt-get install -y chromium; fi; }
+	$(BIN)/python -c 'import playwright' 2>/dev/null || $(BIN)/python -m pip install --quiet 'playwright>=1.45'
+
+# promtool validates deploy/prometheus/alerts.yml in the tests; Debian ships it with the
+# prometheus package, whose daemon is not wanted here: it is stopped and disabled again.
+promtool:
+	command -v promtool >/dev/null || { \
+	  if [ "$$(id -u)" = 0 ]; then apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y prometheus; \
+	  else sudo apt-get update && sudo apt-get install -y prometheus; fi; \
+	  systemctl disable --now prometheus 2>/dev/null || sudo systemctl disable --now prometheus 2>/dev/null || true; }
+
+# Request Tracker 5 for the handoff tests, from Debian's packages when missing (as root).
+# The tests start it on a loopback port and stop it; CHATD_TEST_SKIP_RT=1 opts out.
+rt:
+	scripts/install-rt.sh
+
+run: $(STAMP) web
 	mkdir -p var
 	$(BIN)/chatd serve --demo --port $(PORT)
 
-test: $(STAMP)
+test: $(STAMP) web browser rt promtool
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 lint: $(STAMP)
@@ -29,4 +64,5 @@ bench: $(STAMP)
 	$(BIN)/python -m bench $(BENCH_ARGS)
 
 clean:
-	rm -rf $(VENV) var build *.egg-info .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) var build *.egg-info .pytest_cache .mypy_cache .ruff_cache node_modules \
+	  static/widget.js static/widget.js.map static/console static/demo static/.built

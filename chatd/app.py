@@ -14,9 +14,13 @@ from .core.clock import Clock, SystemClock
 from .core.desk import Desk, DeskSettings
 from .core.ports import Store
 from .core.ratelimit import KeyedLimiter
+from .handoff.service import HANDOFF, HandoffService
+from .metrics import Metrics
 from .store import store_from_url
 from .web import keys
+from .web.attachments import setup_attachments
 from .web.http import errors_middleware, headers_middleware, setup_routes
+from .web.monitoring import Monitor, desk_observers, setup_monitoring
 from .web.sockets import Limits, Sockets
 
 log = logging.getLogger(__name__)
@@ -31,6 +35,7 @@ def desk_settings(settings: Settings) -> DeskSettings:
         default_capacity=settings.default_capacity,
         max_capacity=settings.max_capacity,
         default_handle_seconds=settings.default_handle_seconds,
+        handoff_backends=settings.handoff_backends,
     )
 
 
@@ -59,7 +64,9 @@ def create_app(
     clock = clock or SystemClock()
     store = store or store_from_url(settings.database_url)
     app = web.Application(middlewares=[headers_middleware, errors_middleware])
-    desk = Desk(store, clock, desk_settings(settings))
+    metrics = Metrics()  # a registry per app: no process-wide metric state
+    observer, alert_webhook = desk_observers(settings, clock, metrics)
+    desk = Desk(store, clock, desk_settings(settings), observer=observer)
     limits = Limits(
         widget_secret=settings.widget_secret,
         allow_guests=settings.allow_guests,
@@ -77,14 +84,24 @@ def create_app(
     app[keys.DESK] = desk
     app[keys.SOCKETS] = sockets
     app[keys.LOGIN_LIMITER] = KeyedLimiter(clock, rate=0.5, burst=10)
+    handoff = HandoffService(settings, store, clock)
+    app[HANDOFF] = handoff
     setup_routes(app)
+    setup_attachments(app, settings, clock)
+    setup_monitoring(app, Monitor(settings, clock, desk, store, metrics, webhook=alert_webhook))
 
     async def lifecycle(app: web.Application) -> AsyncIterator[None]:
         await store.open()
         await sockets.emitter.emit(await desk.restore())
         sockets.start()
+
+        async def ticket_known(session_id: str, ticket: dict[str, Any]) -> None:
+            await sockets.emitter.emit(await desk.ticket_known(session_id))
+
+        await handoff.start(ticket_known)
         log.info("chatd ready", extra={"open_sessions": len(desk.open_session_ids())})
         yield
+        await handoff.stop()
         await sockets.stop()
         await store.close()
 

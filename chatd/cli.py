@@ -1,4 +1,5 @@
-"""The command line: ``chatd serve``, ``chatd engineer add|list|disable|enable``."""
+"""The command line: ``chatd serve``, ``chatd engineer add|list|disable|enable``,
+``chatd handoff list|show|retry``."""
 
 from __future__ import annotations
 
@@ -49,6 +50,9 @@ def _parser() -> argparse.ArgumentParser:
     dis.add_argument("email")
     ena = esub.add_parser("enable", help="enable a disabled engineer")
     ena.add_argument("email")
+    from .handoff import cli as handoff_cli
+
+    handoff_cli.add_parser(sub)
     return p
 
 
@@ -70,6 +74,8 @@ def main(argv: list[str] | None = None) -> int:
     setup_logging(settings.log_level, settings.log_format)
     if args.command == "serve":
         return serve(settings)
+    if args.command == "handoff":
+        return asyncio.run(_handoff_command(settings, args))
     return asyncio.run(_engineer_command(settings, args))
 
 
@@ -159,5 +165,14 @@ async def _engineer_command(settings: Settings, args: argparse.Namespace) -> int
             print(f"chatd: {exc.message}", file=sys.stderr)
             return 1
         return 0
+
+    return await _with_store(settings, run)
+
+
+async def _handoff_command(settings: Settings, args: argparse.Namespace) -> int:
+    from .handoff import cli as handoff_cli
+
+    async def run(store: Store) -> int:
+        return await handoff_cli.run(store, args, sys.stdout, sys.stderr)
 
     return await _with_store(settings, run)

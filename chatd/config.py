@@ -17,6 +17,17 @@ from typing import Any
 
 from .store import StoreURLError, check_url
 
+MiB = 1024 * 1024
+# The attachment types chatd can recognise from their bytes (chatd/files.py, docs/attachments.md).
+UPLOAD_KINDS = ("png", "jpeg", "gif", "webp", "text", "gzip", "zip", "pdf")
+
+
+# Never printed: masked in Settings.public() and in configuration errors.
+# A Slack-style incoming webhook URL is itself a credential.
+SECRETS = ("widget_secret", "handoff_webhook_secret", "handoff_rt_token", "handoff_rt_password",
+           "metrics_token", "alert_webhook_url")
+HANDOFF_BACKENDS = ("file", "webhook", "rt")
+
 
 class ConfigError(ValueError):
     def __init__(self, problems: list[str]) -> None:
@@ -50,11 +61,38 @@ class Settings:
     log_level: str = "info"
     log_format: str = "text"
     demo: bool = False
+    upload_max_bytes: int = 25 * MiB
+    upload_session_max_count: int = 50
+    upload_session_max_bytes: int = 200 * MiB
+    upload_rate: float = 0.2
+    upload_burst: int = 10
+    upload_types: tuple[str, ...] = UPLOAD_KINDS
+    # Handoff to ticketing backends (docs/handoff.md).
+    handoff_backends: tuple[str, ...] = ("file",)
+    handoff_file_dir: str = ""  # empty: a "handoff" folder beside the SQLite database
+    handoff_webhook_url: str = ""
+    handoff_webhook_secret: str = field(default="", repr=False)
+    handoff_rt_url: str = ""
+    handoff_rt_queue: str = "General"
+    handoff_rt_token: str = field(default="", repr=False)
+    handoff_rt_user: str = ""
+    handoff_rt_password: str = field(default="", repr=False)
+    handoff_rt_custom_field: str = ""
+    handoff_rt_attachment_budget: int = 5 * MiB
+    handoff_retry_base_seconds: float = 10.0
+    handoff_retry_max_seconds: float = 3600.0
+    handoff_retry_horizon_seconds: float = 86_400.0
+    handoff_attempt_timeout_seconds: float = 30.0
+    # Monitoring (docs/monitoring.md).
+    metrics_token: str = field(default="", repr=False)  # empty: /metrics is open
+    alert_webhook_url: str = field(default="", repr=False)  # empty: no alert webhook
 
     def public(self) -> dict[str, Any]:
         """Settings safe to print: secrets are masked."""
         out = dataclasses.asdict(self)
         out["widget_secret"] = "***" if self.widget_secret else ""
+        for key in SECRETS:
+            out[key] = "***" if out[key] else ""
         return out
 
 
@@ -130,6 +168,73 @@ def _as_str(v: Any) -> str:
     return str(v)
 
 
+def _as_size(lo: int, hi: int) -> Callable[[Any], int]:
+    """Bytes, as a whole number or with a binary unit: 25MiB, 512KiB, 1GiB (K, M, G too)."""
+    units = {"": 1, "k": 1024, "kib": 1024, "m": MiB, "mib": MiB, "g": 1024 * MiB,
+             "gib": 1024 * MiB}
+
+    def parse(v: Any) -> int:
+        if isinstance(v, bool):
+            raise ValueError("must be a size in bytes, e.g. 26214400 or 25MiB")
+        s = str(v).strip().lower().replace(" ", "")
+        digits = s.rstrip("kmgib")
+        unit = s[len(digits):]
+        if not digits.isdigit() or unit not in units:
+            raise ValueError("must be a size in bytes, e.g. 26214400 or 25MiB")
+        n = int(digits) * units[unit]
+        if not lo <= n <= hi:
+            raise ValueError(f"must be between {lo} and {hi} bytes")
+        return n
+
+    return parse
+
+
+def _as_upload_kinds(v: Any) -> tuple[str, ...]:
+    items = v if isinstance(v, list) else str(v).split(",")
+    out: list[str] = []
+    for item in items:
+        kind = str(item).strip().lower()
+        if not kind:
+            continue
+        if kind not in UPLOAD_KINDS:
+            raise ValueError(f"{kind!r} is not one of {', '.join(UPLOAD_KINDS)}")
+        if kind not in out:
+            out.append(kind)
+    if not out:
+        raise ValueError(f"name at least one of {', '.join(UPLOAD_KINDS)}")
+    return tuple(out)
+
+
+def _as_backends(v: Any) -> tuple[str, ...]:
+    items = v if isinstance(v, list) else str(v).split(",")
+    out: list[str] = []
+    for item in items:
+        name = str(item).strip().lower()
+        if not name:
+            continue
+        if name not in HANDOFF_BACKENDS:
+            raise ValueError(f"{name!r} is not one of {', '.join(HANDOFF_BACKENDS)}")
+        if name not in out:
+            out.append(name)
+    return tuple(out)
+
+
+def _as_http_url(v: Any) -> str:
+    s = _as_str(v).strip()
+    if s and not (s.startswith("http://") or s.startswith("https://")):
+        raise ValueError("must be an http:// or https:// URL")
+    return s
+
+
+def _as_webhook_secret(v: Any) -> str:
+    s = _as_str(v).strip()
+    if s:
+        from .handoff.webhook import secret_key
+
+        secret_key(s)
+    return s
+
+
 def _as_db_url(v: Any) -> str:
     s = _as_str(v).strip()
     try:
@@ -164,6 +269,29 @@ _PARSERS: dict[str, Callable[[Any], Any]] = {
     "log_level": _as_choice("debug", "info", "warning", "error"),
     "log_format": _as_choice("text", "json"),
     "demo": _as_bool,
+    "upload_max_bytes": _as_size(1, 64 * 1024 * MiB),
+    "upload_session_max_count": _as_int(1, 100_000),
+    "upload_session_max_bytes": _as_size(1, 1024 * 1024 * MiB),
+    "upload_rate": _as_float(0.001, 10000),
+    "upload_burst": _as_int(1, 100000),
+    "upload_types": _as_upload_kinds,
+    "handoff_backends": _as_backends,
+    "handoff_file_dir": _as_str,
+    "handoff_webhook_url": _as_http_url,
+    "handoff_webhook_secret": _as_webhook_secret,
+    "handoff_rt_url": _as_http_url,
+    "handoff_rt_queue": _as_str,
+    "handoff_rt_token": _as_str,
+    "handoff_rt_user": _as_str,
+    "handoff_rt_password": _as_str,
+    "handoff_rt_custom_field": _as_str,
+    "handoff_rt_attachment_budget": _as_size(0, 1024 * MiB),
+    "handoff_retry_base_seconds": _as_float(0.01, 86400),
+    "handoff_retry_max_seconds": _as_float(0.01, 7 * 86400),
+    "handoff_retry_horizon_seconds": _as_float(1, 90 * 86400),
+    "handoff_attempt_timeout_seconds": _as_float(0.1, 3600),
+    "metrics_token": _as_str,
+    "alert_webhook_url": _as_http_url,
 }
 
 
@@ -205,15 +333,44 @@ def load_settings(
         try:
             values[key] = _PARSERS[key](value)
         except ValueError as exc:
-            shown = "***" if key == "widget_secret" else repr(value)
+            shown = "***" if key in SECRETS else repr(value)
             problems.append(f"{where}: {exc} (got {shown})")
     settings = Settings(**values)
     if settings.wait_warning_seconds > settings.wait_target_seconds:
         problems.append("CHATD_WAIT_WARNING_SECONDS must not be above CHATD_WAIT_TARGET_SECONDS")
     if settings.default_capacity > settings.max_capacity:
         problems.append("CHATD_DEFAULT_CAPACITY must not be above CHATD_MAX_CAPACITY")
+    if settings.upload_max_bytes > settings.upload_session_max_bytes:
+        problems.append(
+            "CHATD_UPLOAD_MAX_BYTES must not be above CHATD_UPLOAD_SESSION_MAX_BYTES"
+        )
+    problems += _handoff_problems(settings)
     if settings.widget_secret and len(settings.widget_secret) < 32:
         problems.append("CHATD_WIDGET_SECRET must be at least 32 characters (HS256 key)")
     if problems:
         raise ConfigError(problems)
     return settings
+
+
+def _handoff_problems(s: Settings) -> list[str]:
+    out = []
+    if "webhook" in s.handoff_backends:
+        if not s.handoff_webhook_url:
+            out.append("CHATD_HANDOFF_WEBHOOK_URL is needed for the webhook backend")
+        if not s.handoff_webhook_secret:
+            out.append("CHATD_HANDOFF_WEBHOOK_SECRET (whsec_...) is needed for the webhook backend")
+    if "rt" in s.handoff_backends:
+        if not s.handoff_rt_url:
+            out.append("CHATD_HANDOFF_RT_URL is needed for the rt backend")
+        if not s.handoff_rt_queue.strip():
+            out.append("CHATD_HANDOFF_RT_QUEUE must name a queue")
+        if not s.handoff_rt_token and not (s.handoff_rt_user and s.handoff_rt_password):
+            out.append(
+                "the rt backend needs CHATD_HANDOFF_RT_TOKEN, or CHATD_HANDOFF_RT_USER and "
+                "CHATD_HANDOFF_RT_PASSWORD"
+            )
+    if s.handoff_retry_base_seconds > s.handoff_retry_max_seconds:
+        out.append(
+            "CHATD_HANDOFF_RETRY_BASE_SECONDS must not be above CHATD_HANDOFF_RETRY_MAX_SECONDS"
+        )
+    return out

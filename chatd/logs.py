@@ -12,6 +12,9 @@ import sys
 import time
 from typing import Any
 
+from .core.models import Session
+from .core.observer import NullObserver, abandon_wait, answer_wait, outcome
+
 _STANDARD = set(logging.LogRecord("", 0, "", 0, "", (), None).__dict__) | {"message", "asctime"}
 
 
@@ -54,3 +57,50 @@ def setup_logging(level: str = "info", fmt: str = "text") -> None:
     root.setLevel(level.upper())
     # aiohttp's access log would print every polling request; keep it at warnings.
     logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
+
+
+class DeskLog(NullObserver):
+    """A desk observer that logs the moments of a chat's life: requested, answered, ended
+    or abandoned, and queue alerts. Ids and numbers only: no names, tokens or bodies."""
+
+    def __init__(self, logger: logging.Logger | None = None) -> None:
+        self.log = logger or logging.getLogger("chatd.desk")
+
+    def session_requested(self, session: Session) -> None:
+        self.log.info("chat requested", extra={
+            "session_id": session.id, "severity": session.severity,
+            "tier": session.customer.tier.value,
+        })
+
+    def session_answered(self, session: Session) -> None:
+        wait = answer_wait(session)
+        self.log.info("chat answered", extra={
+            "session_id": session.id,
+            "engineer_id": session.engineer.id if session.engineer else None,
+            "wait_seconds": None if wait is None else round(wait, 1),
+        })
+
+    def session_closed(self, session: Session) -> None:
+        result = outcome(session)
+        extra: dict[str, Any] = {
+            "session_id": session.id,
+            "outcome": result,
+            "ended_by": session.ended_by,
+            "engineer_id": session.engineer.id if session.engineer else None,
+        }
+        waited = abandon_wait(session)
+        if waited is not None:
+            extra["wait_seconds"] = round(waited, 1)
+        if session.ended_at is not None and session.first_assigned_at is not None:
+            extra["handle_seconds"] = round(session.ended_at - session.first_assigned_at, 1)
+        self.log.info("chat %s", result, extra=extra)
+
+    def queue_alert(self, alert: dict[str, Any]) -> None:
+        level = alert.get("level")
+        self.log.log(
+            logging.INFO if level == "clear" else logging.WARNING,
+            "queue alert: %s", level,
+            extra={k: alert.get(k) for k in
+                   ("oldest_wait_seconds", "threshold_seconds", "queue_length",
+                    "engineers_online")},
+        )

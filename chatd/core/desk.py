@@ -22,6 +22,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from .alerts import QueueAlerts
 from .clock import Clock
 from .errors import BadRequest, Conflict, Forbidden, NotFound, SessionClosed, Unauthorized
 from .models import (
@@ -41,7 +42,9 @@ from .models import (
     Tier,
     iso,
 )
+from .observer import DeskObserver, NullObserver
 from .ports import Store
+from .stats import LiveDesk
 
 CUSTOMER_NS = "customer"
 ENGINEER_NS = "engineer"
@@ -158,10 +161,14 @@ class Desk:
         settings: DeskSettings | None = None,
         *,
         new_id: Callable[[], str] = _new_id,
+        observer: DeskObserver | None = None,
     ) -> None:
         self.store = store
         self.clock = clock
         self.settings = settings or DeskSettings()
+        self.observer: DeskObserver = observer or NullObserver()
+        self.alerts = QueueAlerts(self.settings.wait_warning, self.settings.wait_target,
+                                  self.observer)
         self._new_id = new_id
         self._lock = asyncio.Lock()
         self._sessions: dict[str, Session] = {}
@@ -256,6 +263,7 @@ class Desk:
                     client_msg_id=client_msg_id,
                 )
             await self.store.create_session(session, hash_token(token), first)
+            self.observer.session_requested(session)
             self._sessions[session.id] = session
             insort(self._queue, session, key=lambda s: s.arrival_key)
             self._pos_dirty = True
@@ -321,6 +329,7 @@ class Desk:
         msg, _ = await self.store.append_message(
             self._system_message(session.id, text, event, sender=_customer_sender(customer))
         )
+        self.observer.message_stored(msg.sender.role)
         fx: Effects = []
         self._relay(session, msg, fx)
         return msg, fx
@@ -356,6 +365,7 @@ class Desk:
         )
         fx: Effects = []
         if created:
+            self.observer.message_stored(msg.sender.role)
             self._relay(session, msg, fx, skip_origin=True)
         return msg, created, fx
 
@@ -367,6 +377,7 @@ class Desk:
             raise AssertionError("unreachable")
         self._authorize(actor, session)
         msg, _ = await self.store.append_message(message)
+        self.observer.message_stored(msg.sender.role)
         fx: Effects = []
         self._relay(session, msg, fx)
         return msg, fx
@@ -523,6 +534,7 @@ class Desk:
             "sessions": mine,
             "offers": offers,
             "me": me.to_wire() if me else None,
+            "alert": self.alerts.current(),
             **self._queue_stats(now),
         }
 
@@ -556,6 +568,7 @@ class Desk:
                 await self._complete_transfer(session, offer, engineer, now, fx)
             else:
                 await self._assign(session, offer, engineer, now, fx)
+            self.observer.offer_resolved("accepted")
             self._match(now, fx)
             await self._persist_offers(fx)
             self._flush_queue_update(now, fx)
@@ -628,6 +641,8 @@ class Desk:
             await self._persist_offers(fx)
             self._flush_positions(now, fx)
             self._flush_queue_update(now, fx)
+            if alert := self.alerts.check(now, self._queue, self.engineers_online()):
+                fx.append(Outbound(ENGINEER_NS, ENGINEERS_ROOM, "queue:alert", alert))
             return fx
 
     # ------------------------------------------------------------------ queries
@@ -640,6 +655,19 @@ class Desk:
 
     def open_session_ids(self) -> list[str]:
         return list(self._sessions)
+
+    def live(self) -> LiveDesk:
+        """The desk now, for /metrics and /api/stats (read between two awaits: consistent)."""
+        return LiveDesk(
+            now=self.clock.now(),
+            queue=list(self._queue),
+            active=[s for s in self._sessions.values() if s.state is SessionState.ACTIVE],
+            engineers=[p.to_wire() for p in self._engineers.values()],
+            offers={sid: o.engineer_id for sid, o in self._offers.items()},
+            alert=self.alerts.current(),
+            online_capacity=self.online_capacity(),
+            average_handle_seconds=self.average_handle_seconds(),
+        )
 
     # ------------------------------------------------------------------ internals
 
@@ -852,6 +880,7 @@ class Desk:
         offer = self._offers.pop(session_id, None)
         if offer is None:
             return None
+        self.observer.offer_resolved(reason if reason in ("declined", "expired") else "withdrawn")
         p = self._engineers.get(offer.engineer_id)
         if p is not None:
             p.offers.discard(session_id)
@@ -908,7 +937,8 @@ class Desk:
     async def _assign(
         self, session: Session, offer: Offer, engineer: Engineer, now: float, fx: Effects
     ) -> None:
-        previous = (session.state, session.engineer, session.assigned_at)
+        previous = (session.state, session.engineer, session.assigned_at,
+                    session.first_assigned_at)
         session.state = SessionState.ACTIVE
         session.engineer = engineer
         session.assigned_at = now
@@ -924,8 +954,11 @@ class Desk:
                 session, (SessionState.OFFERED.value, SessionState.WAITING.value), note
             )
         except Exception:
-            session.state, session.engineer, session.assigned_at = previous
+            (session.state, session.engineer, session.assigned_at,
+             session.first_assigned_at) = previous
             raise
+        if previous[3] is None:
+            self.observer.session_answered(session)
         self._offers.pop(session.id, None)
         self._declined.pop(session.id, None)
         self._queue.remove(session)
@@ -1058,6 +1091,7 @@ class Desk:
         except Exception:
             session.state, session.ended_at, session.ended_by, session.end_reason = before
             raise
+        self.observer.session_closed(session)
         offer = self._offers.get(session.id)
         if offer is not None:
             self._revoke_offer(session.id, "ended", fx)
@@ -1150,6 +1184,26 @@ class Desk:
                 )
             )
         self._pos_dirty = pending
+
+    async def ticket_known(self, session_id: str) -> Effects:
+        """A ticket was filed for an ended session (docs/handoff.md#ticket-reference):
+        ``session:ended`` again, now with ``ticket``, to its customer and engineer."""
+        session = await self.store.get_session(session_id)
+        if session is None or session.ticket is None or session.is_open:
+            return []
+        ended: dict[str, Any] = {
+            "session_id": session.id,
+            "ended_by": session.ended_by,
+            "reason": session.end_reason.value if session.end_reason else None,
+            "ticket": session.ticket,
+        }
+        if session.resolution:
+            ended["resolution"] = session.resolution
+        fx = [Outbound(CUSTOMER_NS, customer_room(session.id), "session:ended", ended)]
+        if session.engineer is not None:
+            room = engineer_room(session.engineer.id)
+            fx.append(Outbound(ENGINEER_NS, room, "session:ended", ended))
+        return fx
 
 
 def _customer_sender(customer: Customer) -> Sender:

@@ -6,7 +6,8 @@ Every backend (SQLite now) implements this protocol and passes tests/store's con
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from typing import Protocol
+from dataclasses import dataclass
+from typing import Any, Protocol
 
 from .models import (
     Engineer,
@@ -15,6 +16,8 @@ from .models import (
     NewMessage,
     Session,
 )
+from .stats import SessionOutcome
+from .transcript import Handoff
 
 
 class Store(Protocol):
@@ -110,3 +113,155 @@ class Store(Protocol):
     async def messages_after(
         self, session_id: str, after_seq: int, limit: int
     ) -> list[Message]: ...
+
+    # Attachments (docs/attachments.md).
+    async def add_attachment(
+        self, attachment: AttachmentRecord, max_count: int, max_bytes: int
+    ) -> None:
+        """Record an uploaded file of an open session. Refuses (before writing anything) with
+        SessionClosed when the session is closed, Conflict when it already has ``max_count``
+        attachments and TooLarge when its attachments would pass ``max_bytes`` in total."""
+        ...
+
+    async def get_attachment(self, attachment_id: str) -> AttachmentRecord | None: ...
+
+    async def session_attachments(self, session_id: str) -> list[AttachmentRecord]:
+        """A session's attachments, oldest first (for transcripts and ticket handoff)."""
+        ...
+
+    async def session_attachment_usage(self, session_id: str) -> tuple[int, int]:
+        """How many attachments a session has and their total size in bytes."""
+        ...
+
+    async def delete_attachment(self, attachment_id: str) -> None:
+        """Forget an attachment whose announcement could not be stored."""
+        ...
+
+    # The handoff outbox (docs/handoff.md). Rows are written by end_session and
+    # create_offline_ticket; these operations deliver and manage them.
+    async def claim_handoffs(
+        self, now: float, limit: int, lease: float, backends: Sequence[str]
+    ) -> list[Handoff]:
+        """Take due pending rows of these backends: counts the attempt, marks the row in
+        flight and makes it due again only after ``lease`` seconds."""
+        ...
+
+    async def release_handoff_claims(self, now: float) -> int:
+        """At start-up: make rows left in flight by a dead process due now."""
+        ...
+
+    async def handoff_delivered(
+        self,
+        handoff_id: str,
+        now: float,
+        result: str,
+        ticket: dict[str, Any] | None,
+        status: int | None,
+        response: str | None,
+    ) -> bool:
+        """Mark delivered; store the ticket on the session unless it has one (True if so)."""
+        ...
+
+    async def handoff_retry_later(
+        self,
+        handoff_id: str,
+        now: float,
+        next_attempt_at: float,
+        error: str,
+        status: int | None,
+        response: str | None,
+    ) -> None: ...
+
+    async def handoff_failed(
+        self, handoff_id: str, now: float, error: str, status: int | None, response: str | None
+    ) -> None:
+        """Dead-letter a row, keeping the backend's last answer."""
+        ...
+
+    async def handoff_counts(self) -> dict[str, int]:
+        """Rows per state: pending, delivered, failed."""
+        ...
+
+    async def next_handoff_due(self, backends: Sequence[str]) -> float | None: ...
+
+    async def list_handoffs(self, state: str | None = None, limit: int = 100) -> list[Handoff]:
+        ...
+
+    async def get_handoff(self, handoff_id: str) -> Handoff | None:
+        """By id, or by a unique prefix of at least 8 characters."""
+        ...
+
+    async def session_handoffs(self, session_id: str) -> list[Handoff]: ...
+
+    async def retry_handoff(self, handoff_id: str, now: float) -> Handoff:
+        """Make a failed row due now with a fresh horizon (Conflict if delivered)."""
+        ...
+
+    async def retry_failed_handoffs(self, now: float) -> int: ...
+
+    async def session_origin(self, session_id: str) -> str | None:
+        """'chat' or 'offline' (a ticket left with POST /api/tickets); None if unknown."""
+        ...
+
+    async def create_offline_ticket(
+        self,
+        session: Session,
+        resume_token_hash: str,
+        messages: Sequence[NewMessage],
+        handoff_backends: Sequence[str],
+    ) -> list[Message]:
+        """Store a closed session of origin 'offline', its messages and its outbox rows in
+        one transaction."""
+        ...
+
+    # Monitoring (docs/monitoring.md).
+    async def session_outcomes(self, since: float) -> list[SessionOutcome]:
+        """Chats (not offline tickets) first answered or closed after ``since``, for the
+        service level."""
+        ...
+
+    async def status_banner(self) -> dict[str, Any] | None:
+        """The status banner in force ({text, link, updated_at, updated_by}), if any."""
+        ...
+
+    async def set_status_banner(
+        self, text: str | None, link: str | None, now: float, by: str | None
+    ) -> None:
+        """Post (or with ``text`` None, clear) the status banner."""
+        ...
+
+
+@dataclass(frozen=True, slots=True)
+class AttachmentRecord:
+    """An uploaded file as stored: metadata here, the bytes in the upload folder under the
+    random ``stored_name`` (the customer's filename is display metadata only)."""
+
+    id: str
+    session_id: str
+    uploader_role: str  # "customer", "engineer" or "lead"
+    uploader_id: str | None
+    filename: str
+    content_type: str
+    size: int
+    sha256: str
+    stored_name: str
+    thumbnail_name: str | None
+    thumbnail_type: str | None
+    created_at: float
+
+    @property
+    def url(self) -> str:
+        return f"/api/attachments/{self.id}"
+
+    def to_wire(self) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            "id": self.id,
+            "filename": self.filename,
+            "content_type": self.content_type,
+            "size": self.size,
+            "sha256": self.sha256,
+            "url": self.url,
+        }
+        if self.thumbnail_name is not None:
+            out["thumbnail_url"] = self.url + "/thumbnail"
+        return out

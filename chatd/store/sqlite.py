@@ -37,6 +37,9 @@ from ..core.models import (
     SessionState,
     Tier,
 )
+from .sqlite_attachments import SQLiteAttachments
+from .sqlite_handoff import SQLiteHandoffs
+from .sqlite_stats import SQLiteStats
 
 log = logging.getLogger(__name__)
 
@@ -120,7 +123,7 @@ def _dumps(value: dict[str, Any] | None) -> str | None:
     return None if value is None else json.dumps(value, separators=(",", ":"))
 
 
-class SQLiteStore:
+class SQLiteStore(SQLiteAttachments, SQLiteHandoffs, SQLiteStats):
     """The default store. ``path`` is a file, or ``:memory:`` is refused (a reader and a
     writer must share the database)."""
 

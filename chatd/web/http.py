@@ -5,19 +5,20 @@ from __future__ import annotations
 import logging
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 import msgspec
 from aiohttp import web
 
 from .. import accounts
 from ..core.desk import hash_token
-from ..core.errors import BadRequest, DeskError, RateLimited, TooLarge, Unauthorized
-from ..core.models import Engineer, iso
+from ..core.errors import BadRequest, DeskError, Forbidden, RateLimited, TooLarge, Unauthorized
+from ..core.models import MAX_TEXT_LENGTH, Engineer, iso
 from ..core.ratelimit import KeyedLimiter
+from ..handoff.service import HANDOFF
 from . import keys
 from . import schemas as s
-from .auth import COOKIE_NAME, bearer, cookie_token
+from .auth import COOKIE_NAME, bearer, cookie_token, customer_from_jwt, guest_customer
 
 log = logging.getLogger(__name__)
 
@@ -174,10 +175,121 @@ async def index(request: web.Request) -> web.StreamResponse:
     return web.Response(text="chatd is running\n", content_type="text/plain")
 
 
+# ---------------------------------------------------------------------- transcripts, tickets
+# (docs/handoff.md#http)
+
+TRANSCRIPT_TYPES = {"json": "application/json", "text": "text/plain", "html": "text/html"}
+TRANSCRIPT_CSP = "default-src 'none'; style-src 'unsafe-inline'; sandbox allow-popups"
+
+
+class TicketRequest(msgspec.Struct):
+    topic: s.Topic
+    description: Annotated[str, msgspec.Meta(min_length=1, max_length=MAX_TEXT_LENGTH)]
+    severity: s.Severity = 3
+    attachments: list[Annotated[str, msgspec.Meta(max_length=64)]] = msgspec.field(
+        default_factory=list
+    )
+    guest: s.Guest | None = None
+    # The chat the customer is queued in, for guests' uploads made while waiting.
+    session_id: s.SessionId | None = None
+    resume_token: s.Token | None = None
+
+
+async def transcript(request: web.Request) -> web.Response:
+    """GET /api/sessions/{id}/transcript?format=json|text|html for the session's engineers,
+    leads, and its customer by Bearer resume token."""
+    session_id = request.match_info["id"]
+    fmt = request.query.get("format", "json")
+    if fmt not in TRANSCRIPT_TYPES:
+        raise BadRequest("format must be json, text or html")
+    desk = request.app[keys.DESK]
+    token = request_token(request)
+    engineer = await accounts.engineer_for_token(
+        request.app[keys.STORE], request.app[keys.CLOCK], token or ""
+    )
+    past_engineer = False
+    if engineer is not None:
+        try:
+            await desk.find_session(engineer, session_id)
+        except Forbidden:
+            past_engineer = True  # allowed below if they had the chat before a transfer
+    else:
+        resume = bearer(request.headers.get("Authorization"))
+        if not resume:
+            raise Unauthorized("send an engineer token or the session's resume token")
+        await desk.verify_resume_token(session_id, resume)
+    t = await request.app[HANDOFF].transcript(session_id)
+    if past_engineer and engineer is not None and engineer.id not in {
+        a.engineer_id for a in t.assignments
+    }:
+        raise Forbidden("this session is not assigned to you")
+    if fmt == "json":
+        body = t.to_json_bytes()
+    elif fmt == "text":
+        body = t.to_text().encode("utf-8")
+    else:
+        body = t.to_html().encode("utf-8")
+    response = web.Response(body=body, content_type=TRANSCRIPT_TYPES[fmt], charset="utf-8")
+    if fmt == "html":
+        response.headers["Content-Security-Policy"] = TRANSCRIPT_CSP
+    if request.query.get("download") in ("1", "true"):
+        ext = {"json": "json", "text": "txt", "html": "html"}[fmt]
+        response.headers["Content-Disposition"] = (
+            f'attachment; filename="chat-{session_id}.{ext}"'
+        )
+    return response
+
+
+async def create_ticket(request: web.Request) -> web.Response:
+    """POST /api/tickets: a ticket left without a chat (e.g. no engineer online). The
+    customer is the Bearer widget JWT's, the queued session's (session_id + resume_token),
+    or a guest's when guests are allowed."""
+    handoff = request.app[HANDOFF]
+    if not handoff.ticket_limiter.take(request.remote or "unknown"):
+        raise RateLimited("too many tickets from here; wait a minute")
+    body = await json_body(request, TicketRequest)
+    settings = request.app[keys.SETTINGS]
+    token = bearer(request.headers.get("Authorization"))
+    customer = None
+    if token:
+        customer = customer_from_jwt(token, settings.widget_secret)
+    if body.session_id and body.resume_token:
+        queued = await request.app[keys.DESK].verify_resume_token(
+            body.session_id, body.resume_token
+        )
+        if customer is not None and customer.id != queued.customer.id:
+            raise Unauthorized("the resume token belongs to another customer")
+        customer = queued.customer
+    if customer is None:
+        if body.guest is None:
+            raise Unauthorized("send a customer token (Bearer) or guest details")
+        if not settings.allow_guests:
+            raise Unauthorized("guests are not allowed; a signed customer token is needed")
+        customer = guest_customer(body.guest.name, body.guest.email)
+    session, resume_token, handoffs = await handoff.create_ticket(
+        customer, body.topic, body.severity, body.description, body.attachments
+    )
+    log.info("offline ticket left", extra={"session_id": session["id"]})
+    return web.json_response(
+        {
+            "ok": True,
+            "session": session,
+            "resume_token": resume_token,
+            "handoffs": [{"id": h.id, "backend": h.backend} for h in handoffs],
+        },
+        status=201,
+    )
+
+
 def setup_routes(app: web.Application) -> None:
+    app.router.add_get("/api/sessions/{id}/transcript", transcript)
+    app.router.add_post("/api/tickets", create_ticket)
     app.router.add_post("/api/login", login)
     app.router.add_post("/api/logout", logout)
     app.router.add_get("/api/me", me)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
     app.router.add_get("/", index)
+    from .pages import setup_pages
+
+    setup_pages(app)

@@ -176,7 +176,8 @@ class BaseNamespace(socketio.AsyncNamespace):  # type: ignore[misc]
 
 
 def _refuse(code: str, message: str) -> socketio.exceptions.ConnectionRefusedError:
-    return socketio.exceptions.ConnectionRefusedError({"code": code, "message": message})
+    # Socket.IO clients see ``err.message`` and ``err.data`` ({code, message}).
+    return socketio.exceptions.ConnectionRefusedError(message, {"code": code, "message": message})
 
 
 @dataclass
@@ -196,6 +197,8 @@ class CustomerNamespace(BaseNamespace):
     def __init__(self, desk: Desk, clock: Clock, limits: Limits, emitter: Emitter) -> None:
         super().__init__("/" + CUSTOMER_NS, desk, clock, limits, emitter)
         self.conns: dict[str, CustomerConn] = {}
+        # What a widget hears as it connects (the status banner); set by create_app.
+        self.greeting: Callable[[], dict[str, Any] | None] = lambda: None
         self.handlers = {
             "chat:request": (s.ChatRequest, self.chat_request),
             "session:resume": (s.CustomerResume, self.session_resume),
@@ -236,6 +239,8 @@ class CustomerNamespace(BaseNamespace):
         self.conns[sid] = conn
         if resumed is not None:
             await self._attach(sid, conn, resumed.id, resumed.customer)
+        if (status := self.greeting()) is not None:
+            await self.emit("status:update", status, to=sid)
         return True
 
     async def _attach(self, sid: str, conn: CustomerConn, session_id: str, owner: Customer) -> None:

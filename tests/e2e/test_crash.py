@@ -48,17 +48,31 @@ class Server:
 
     def cli(self, *args: str, stdin: str = "") -> str:
         out = subprocess.run(
-            [sys.executable, "-m", "chatd", *args], input=stdin.encode(), env=self.env,
-            capture_output=True, timeout=60, check=True,
+            [sys.executable, "-m", "chatd", *args],
+            input=stdin.encode(),
+            env=self.env,
+            capture_output=True,
+            timeout=60,
+            check=True,
         )
         return out.stdout.decode()
 
     async def start(self) -> None:
         with open(self.log, "ab") as log:
             self.proc = subprocess.Popen(
-                [sys.executable, "-m", "chatd", "serve", "--host", "127.0.0.1",
-                 "--port", str(self.port)],
-                env=self.env, stdout=log, stderr=subprocess.STDOUT,
+                [
+                    sys.executable,
+                    "-m",
+                    "chatd",
+                    "serve",
+                    "--host",
+                    "127.0.0.1",
+                    "--port",
+                    str(self.port),
+                ],
+                env=self.env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
             )
         async with aiohttp.ClientSession() as http:
             for _ in range(150):
@@ -110,19 +124,30 @@ async def call(c: socketio.AsyncClient, ns: str, event: str, data: Any) -> Any:
 
 
 async def test_kill9_keeps_acknowledged_messages_and_queue_order(server: Server) -> None:
-    server.cli("engineer", "add", "alex@example.com", "--name", "Alex", "--password-stdin",
-               stdin="correct horse battery\n")
+    server.cli(
+        "engineer",
+        "add",
+        "alex@example.com",
+        "--name",
+        "Alex",
+        "--password-stdin",
+        stdin="correct horse battery\n",
+    )
     await server.start()
     async with aiohttp.ClientSession() as http:
-        async with http.post(server.url + "/api/login", json={
-            "email": "alex@example.com", "password": "correct horse battery"}) as r:
+        async with http.post(
+            server.url + "/api/login",
+            json={"email": "alex@example.com", "password": "correct horse battery"},
+        ) as r:
             token = (await r.json())["token"]
 
     eng = await connect(server.url, "/engineer", {"token": token})
     await call(eng, "/engineer", "engineer:status", {"status": "available", "capacity": 1})
     customers = []
     for name in ["Ann", "Ben", "Cid", "Dee"]:
-        c = await connect(server.url, "/customer", {"guest": {"name": name, "email": f"{name}@x.io"}})
+        c = await connect(
+            server.url, "/customer", {"guest": {"name": name, "email": f"{name}@x.io"}}
+        )
         r = await call(c, "/customer", "chat:request", {"topic": f"{name}'s problem"})
         customers.append((c, r["session"]["id"], r["resume_token"]))
     ann, ann_sid, ann_resume = customers[0]
@@ -131,11 +156,19 @@ async def test_kill9_keeps_acknowledged_messages_and_queue_order(server: Server)
     acked: dict[str, int] = {}
     for i in range(40):
         side, ns, c = ("c", "/customer", ann) if i % 2 else ("e", "/engineer", eng)
-        r = await call(c, ns, "message:send",
-                       {"session_id": ann_sid, "client_msg_id": f"{side}{i}", "body": f"msg {i}"})
+        r = await call(
+            c,
+            ns,
+            "message:send",
+            {"session_id": ann_sid, "client_msg_id": f"{side}{i}", "body": f"msg {i}"},
+        )
         acked[r["message"]["id"]] = r["message"]["seq"]
-    waiting_msg = await call(customers[2][0], "/customer", "message:send", {
-        "session_id": customers[2][1], "client_msg_id": "w1", "body": "while waiting"})
+    waiting_msg = await call(
+        customers[2][0],
+        "/customer",
+        "message:send",
+        {"session_id": customers[2][1], "client_msg_id": "w1", "body": "while waiting"},
+    )
 
     server.kill9()
     for c, _, _ in customers:
@@ -147,20 +180,28 @@ async def test_kill9_keeps_acknowledged_messages_and_queue_order(server: Server)
     back = {}
     for c_index in (2, 3):
         _, sid, resume = customers[c_index]
-        back[sid] = await connect(server.url, "/customer", {"session_id": sid, "resume_token": resume})
+        back[sid] = await connect(
+            server.url, "/customer", {"session_id": sid, "resume_token": resume}
+        )
     eng = await connect(server.url, "/engineer", {"token": token})
     snap = await call(eng, "/engineer", "queue:snapshot", {})
     assert [q["id"] for q in snap["queue"]] == [sid for _, sid, _ in customers[1:]]
     assert [s["id"] for s in snap["sessions"]] == [ann_sid]
 
-    history = await call(eng, "/engineer", "session:resume", {"session_id": ann_sid, "after_seq": 0})
+    history = await call(
+        eng, "/engineer", "session:resume", {"session_id": ann_sid, "after_seq": 0}
+    )
     stored = {m["id"]: m["seq"] for m in history["messages"]}
     assert all(stored.get(mid) == seq for mid, seq in acked.items())
     seqs = [m["seq"] for m in history["messages"]]
     assert seqs == list(range(1, len(seqs) + 1))
     cid_sid = customers[2][1]
-    cid_history = await call(back[cid_sid], "/customer", "session:resume", {
-        "session_id": cid_sid, "resume_token": customers[2][2], "after_seq": 0})
+    cid_history = await call(
+        back[cid_sid],
+        "/customer",
+        "session:resume",
+        {"session_id": cid_sid, "resume_token": customers[2][2], "after_seq": 0},
+    )
     assert waiting_msg["message"]["id"] in [m["id"] for m in cid_history["messages"]]
 
     # Grace started at the restart: Ben, who did not reconnect, is abandoned after it;

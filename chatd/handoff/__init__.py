@@ -1,0 +1,1 @@
+"""Handing transcripts to ticketing backends through the outbox (docs/handoff.md)."""

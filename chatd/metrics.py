@@ -1,0 +1,318 @@
+"""Prometheus instruments: the metrics table is docs/monitoring.md#metrics.
+
+Each app has its own ``CollectorRegistry`` (no module-level state), so that tests can run
+several apps in one process. Counters and histograms are fed as things happen: the desk
+through the ``DeskObserver`` protocol, the handoff worker through its ``HandoffMetrics``
+listener, uploads by a middleware. Gauges of the live desk are read when Prometheus
+scrapes, so they are never stale. No metric carries a per-customer or per-session label.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from collections.abc import Awaitable, Callable, Iterable, Mapping
+from typing import Any
+
+from aiohttp import web
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    PlatformCollector,
+    ProcessCollector,
+    disable_created_metrics,
+    generate_latest,
+)
+from prometheus_client.core import GaugeMetricFamily, Metric
+
+from .core.models import Session
+from .core.observer import OFFER_RESULTS, SESSION_OUTCOMES, abandon_wait, answer_wait, outcome
+from .core.stats import LiveDesk
+
+log = logging.getLogger(__name__)
+
+# Seconds; 300 is the five-minute promise and 30 the short-abandon threshold, so both the
+# service level and its exclusion can be read off the buckets.
+WAIT_BUCKETS = (5, 15, 30, 60, 120, 180, 240, 300, 600, 1200, 1800)
+MESSAGE_ROLES = ("customer", "engineer", "lead")
+UPLOAD_RESULTS = (
+    "stored", "too_large", "unsupported_type", "rate_limited", "refused", "bad_request",
+    "failed",
+)
+HANDOFF_RESULTS = ("delivered", "retry", "failed")
+ALERT_LEVELS = ("warning", "breach", "clear")
+ENGINEER_STATUSES = ("available", "away")
+NAMESPACES = ("customer", "engineer")
+UPLOAD_ROUTE = "/api/sessions/{session_id}/attachments"
+
+LiveSource = Callable[[], LiveDesk]
+ClientCounts = Callable[[], Mapping[str, int]]
+
+
+class HandoffInstruments:
+    """``chatd_handoffs_total{backend,result}`` and ``chatd_handoff_pending``.
+
+    Implements the handoff worker's ``HandoffListener`` (chatd/handoff/metrics.py): pass
+    it to ``HandoffMetrics.subscribe``; ``delivery`` is called once per attempt with its
+    result (delivered, retry or failed) and ``pending`` with the outbox rows left to send.
+    """
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.total = Counter(
+            "chatd_handoffs", "Handoff delivery attempts by backend and result "
+            "(delivered, retry, failed).", ["backend", "result"], registry=registry,
+        )
+        self.pending_rows = Gauge(
+            "chatd_handoff_pending", "Transcripts in the outbox waiting to be delivered.",
+            registry=registry,
+        )
+
+    def backends(self, names: Iterable[str]) -> None:
+        """Start every series of these backends at zero, so that rates exist at once."""
+        for name in names:
+            for result in HANDOFF_RESULTS:
+                self.total.labels(name, result)
+
+    def delivery(self, backend: str, result: str) -> None:
+        self.total.labels(backend, result).inc()
+
+    def pending(self, count: int) -> None:
+        self.pending_rows.set(count)
+
+
+class LiveCollector:
+    """Gauges read from the desk and the Socket.IO layer at scrape time."""
+
+    def __init__(self, live: LiveSource, clients: ClientCounts, target: float,
+                 warning: float) -> None:
+        self.live = live
+        self.clients = clients
+        self.target = target
+        self.warning = warning
+
+    def _families(self) -> dict[str, GaugeMetricFamily]:
+        return {
+            "queue_length": GaugeMetricFamily(
+                "chatd_queue_length", "Customers waiting (including those on offer)."),
+            "oldest": GaugeMetricFamily(
+                "chatd_queue_oldest_wait_seconds",
+                "How long the longest-waiting customer has waited; 0 with an empty queue."),
+            "target": GaugeMetricFamily(
+                "chatd_queue_wait_target_seconds", "The configured wait target."),
+            "warning": GaugeMetricFamily(
+                "chatd_queue_wait_warning_seconds", "The configured warning threshold."),
+            "engineers": GaugeMetricFamily(
+                "chatd_engineers", "Connected engineers by status.", labels=["status"]),
+            "capacity": GaugeMetricFamily(
+                "chatd_engineer_capacity",
+                "Chats available engineers can hold at once (the estimate's capacity)."),
+            "active": GaugeMetricFamily(
+                "chatd_sessions_active", "Chats in progress (answered, not ended)."),
+            "clients": GaugeMetricFamily(
+                "chatd_connected_clients", "Socket.IO connections by namespace.",
+                labels=["namespace"]),
+        }
+
+    def describe(self) -> Iterable[Metric]:
+        return list(self._families().values())
+
+    def collect(self) -> Iterable[Metric]:
+        f = self._families()
+        live = self.live()
+        f["queue_length"].add_metric([], live.queue_length)
+        f["oldest"].add_metric([], live.oldest_wait)
+        f["target"].add_metric([], self.target)
+        f["warning"].add_metric([], self.warning)
+        by_status = live.engineers_by_status()
+        for status in sorted({*ENGINEER_STATUSES, *by_status}):
+            f["engineers"].add_metric([status], by_status.get(status, 0))
+        f["capacity"].add_metric([], live.online_capacity)
+        f["active"].add_metric([], len(live.active))
+        counts = self.clients()
+        for ns in sorted({*NAMESPACES, *counts}):
+            f["clients"].add_metric([ns], counts.get(ns, 0))
+        return list(f.values())
+
+
+class Metrics:
+    """The app's registry and instruments; also the desk's observer for metrics."""
+
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        # The *_created series would read as metrics of their own (chatd_sessions_created
+        # is not a count of sessions); Prometheus does not need them for rates.
+        disable_created_metrics()  # type: ignore[no-untyped-call]  # the library lacks hints
+        self.registry = registry if registry is not None else CollectorRegistry()
+        r = self.registry
+        self.queue_wait = Histogram(
+            "chatd_queue_wait_seconds",
+            "Seconds from chat:request to the first answer, once per answered chat.",
+            buckets=WAIT_BUCKETS, registry=r,
+        )
+        self.abandon_wait = Histogram(
+            "chatd_abandon_wait_seconds",
+            "Seconds customers waited before leaving unanswered (abandoned or cancelled).",
+            buckets=WAIT_BUCKETS, registry=r,
+        )
+        self.requested = Counter(
+            "chatd_sessions_requested", "Chats requested (customers joining the queue).",
+            registry=r,
+        )
+        self.sessions = Counter(
+            "chatd_sessions", "Chats by outcome: answered (first accepted), then ended, "
+            "abandoned or cancelled.", ["outcome"], registry=r,
+        )
+        self.offers = Counter(
+            "chatd_offers", "Offers by how they ended.", ["result"], registry=r,
+        )
+        self.messages = Counter(
+            "chatd_messages", "Messages sent by people, by the sender's role.", ["role"],
+            registry=r,
+        )
+        self.uploads = Counter(
+            "chatd_uploads", "Attachment uploads by result.", ["result"], registry=r,
+        )
+        self.upload_bytes = Counter(
+            "chatd_upload_bytes", "Bytes of attachments stored.", registry=r,
+        )
+        self.alerts = Counter(
+            "chatd_queue_alerts", "queue:alert transitions sent to engineers, by level.",
+            ["level"], registry=r,
+        )
+        self.loop_lag = Gauge(
+            "chatd_event_loop_lag_seconds",
+            "How late the event loop ran a timer at the last measurement.", registry=r,
+        )
+        self.handoffs = HandoffInstruments(r)
+        for o in SESSION_OUTCOMES:
+            self.sessions.labels(o)
+        for result in OFFER_RESULTS:
+            self.offers.labels(result)
+        for role in MESSAGE_ROLES:
+            self.messages.labels(role)
+        for result in UPLOAD_RESULTS:
+            self.uploads.labels(result)
+        for level in ALERT_LEVELS:
+            self.alerts.labels(level)
+        ProcessCollector(registry=r)
+        PlatformCollector(registry=r)
+        self._live: LiveCollector | None = None
+
+    def watch(self, live: LiveSource, clients: ClientCounts, *, target: float,
+              warning: float) -> None:
+        """Read the live gauges from these sources at every scrape."""
+        if self._live is not None:
+            self.registry.unregister(self._live)
+        self._live = LiveCollector(live, clients, target, warning)
+        self.registry.register(self._live)
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)
+
+    # ------------------------------------------------------------------ DeskObserver
+
+    def session_requested(self, session: Session) -> None:
+        self.requested.inc()
+
+    def session_answered(self, session: Session) -> None:
+        wait = answer_wait(session)
+        if wait is not None:
+            self.queue_wait.observe(wait)
+        self.sessions.labels("answered").inc()
+
+    def session_closed(self, session: Session) -> None:
+        self.sessions.labels(outcome(session)).inc()
+        wait = abandon_wait(session)
+        if wait is not None:
+            self.abandon_wait.observe(wait)
+
+    def offer_resolved(self, result: str) -> None:
+        self.offers.labels(result).inc()
+
+    def message_stored(self, role: str) -> None:
+        self.messages.labels(role).inc()
+
+    def queue_alert(self, alert: dict[str, Any]) -> None:
+        self.alerts.labels(str(alert.get("level"))).inc()
+
+    # ------------------------------------------------------------------ uploads
+
+    def count_upload(self, status: int, body: bytes | None) -> None:
+        result = _upload_result(status)
+        self.uploads.labels(result).inc()
+        if result == "stored" and body:
+            try:
+                size = json.loads(body)["attachment"]["size"]
+            except (ValueError, KeyError, TypeError):
+                return
+            if isinstance(size, int) and size >= 0:
+                self.upload_bytes.inc(size)
+
+    def upload_middleware(self) -> Callable[..., Awaitable[web.StreamResponse]]:
+        """Counts answers to attachment uploads; outermost, so that it sees the status the
+        client got (errors included)."""
+
+        @web.middleware
+        async def middleware(
+            request: web.Request,
+            handler: Callable[[web.Request], Awaitable[web.StreamResponse]],
+        ) -> web.StreamResponse:
+            route = request.match_info.route.resource
+            if request.method != "POST" or route is None or route.canonical != UPLOAD_ROUTE:
+                return await handler(request)
+            try:
+                response = await handler(request)
+            except web.HTTPException as exc:
+                self.count_upload(exc.status, None)
+                raise
+            except BaseException:
+                self.count_upload(500, None)
+                raise
+            body = response.body if isinstance(response, web.Response) else None
+            self.count_upload(response.status, body if isinstance(body, bytes) else None)
+            return response
+
+        return middleware
+
+
+def _upload_result(status: int) -> str:
+    if 200 <= status < 300:
+        return "stored"
+    return {
+        400: "bad_request",
+        413: "too_large",
+        415: "unsupported_type",
+        429: "rate_limited",
+    }.get(status, "failed" if status >= 500 else "refused")
+
+
+class LoopLag:
+    """Measures how late the event loop wakes a sleeping task: a loop kept busy by
+    blocking work shows here before customers notice it."""
+
+    def __init__(self, gauge: Gauge, interval: float = 0.5) -> None:
+        self.gauge = gauge
+        self.interval = interval
+        self._task: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._run(), name="chatd-loop-lag")
+
+    async def stop(self) -> None:
+        if self._task is None:
+            return
+        self._task.cancel()
+        try:
+            await self._task
+        except asyncio.CancelledError:
+            pass
+        self._task = None
+
+    async def _run(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            start = loop.time()
+            await asyncio.sleep(self.interval)
+            self.gauge.set(max(0.0, loop.time() - start - self.interval))
