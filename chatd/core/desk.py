@@ -274,7 +274,7 @@ class Desk:
             estimate = self._estimate(position)
             if position is not None:
                 self._pos_sent[session.id] = (position, estimate, now)
-            self._flush_queue_update(now, fx, force=True)
+            self._flush_queue_update(now, fx)
             wire = session.to_wire(position=position, estimate=estimate)
             return wire, token, fx
 

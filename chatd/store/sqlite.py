@@ -564,7 +564,11 @@ class SQLiteStore(SQLiteAttachments, SQLiteHandoffs, SQLiteStats):
         row = await cur.fetchone()
         if row is None:  # pragma: no cover - only a broken seq cache gets here
             raise RuntimeError("message insert ignored without a duplicate")
-        return _message_from_row(row), False
+        existing = _message_from_row(row)
+        if (existing.sender.role, existing.sender.id) != (m.sender.role, m.sender.id):
+            # The other side's id: not a retry of this sender's message. Nothing was written.
+            raise Conflict("client_msg_id is already used in this session by another sender")
+        return existing, False
 
     async def messages_after(self, session_id: str, after_seq: int, limit: int) -> list[Message]:
         rows = await self._all(

@@ -471,6 +471,8 @@ class Sockets:
             async_mode="aiohttp",
             cors_allowed_origins=allowed_origins,
             max_http_buffer_size=max(limits.max_event_bytes * 2, 1_000_000),
+            # Only our two namespaces: the default "/" would accept clients and answer nothing.
+            namespaces=["/" + CUSTOMER_NS, "/" + ENGINEER_NS],
             logger=False,
             engineio_logger=False,
         )

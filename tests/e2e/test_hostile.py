@@ -151,3 +151,13 @@ async def test_bad_login_bodies_are_refused_cleanly(chatd_factory: Any, body: by
             assert r.status in (400, 413)
             err = (await r.json())["error"]
             assert err["code"] in ("bad_request", "too_large") and err["message"]
+
+
+async def test_the_default_namespace_is_not_served(chatd_factory: Any) -> None:
+    import socketio
+
+    chatd = await chatd_factory()
+    c = socketio.AsyncClient(reconnection=False)
+    with pytest.raises(socketio.exceptions.ConnectionError):
+        await c.connect(chatd.url, namespaces=["/"], transports=["websocket"], wait_timeout=5)
+    await c.disconnect()

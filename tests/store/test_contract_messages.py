@@ -5,6 +5,9 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 
+import pytest
+
+from chatd.core.errors import Conflict
 from chatd.core.models import MessageKind, NewMessage, Sender
 from tests.store.conftest import Backend
 from tests.store.helpers import T0, all_messages, create, new_id, text, waiting_session
@@ -100,6 +103,20 @@ async def test_client_msg_id_retry_returns_the_original(backend: Backend) -> Non
     # The retry left no hole: the next message follows on directly.
     nxt, _ = await s.append_message(text(session.id, "next", ts=T0 + 10, client_msg_id="c-8"))
     assert nxt.seq == 3
+
+
+async def test_client_msg_id_of_the_other_side_is_a_conflict_not_a_retry(
+    backend: Backend,
+) -> None:
+    s = backend.store
+    session, _ = await create(s)
+    await s.append_message(text(session.id, "from the customer", client_msg_id="m-1"))
+    engineer = Sender("engineer", new_id(), "Alex")
+    with pytest.raises(Conflict):
+        await s.append_message(
+            text(session.id, "from the engineer", client_msg_id="m-1", sender=engineer)
+        )
+    assert [m.body for m in await all_messages(s, session.id)] == ["from the customer"]
 
 
 async def test_client_msg_id_is_scoped_to_its_session(backend: Backend) -> None:
