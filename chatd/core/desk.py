@@ -17,7 +17,7 @@ import hmac
 import secrets
 import uuid
 from bisect import insort
-from collections import deque
+from collections import OrderedDict, deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -185,6 +185,9 @@ class Desk:
         self._queue_sent: tuple[int, str | None] | None = None
         self._queue_sent_at = float("-inf")
         self._unsaved: set[str] = set()  # sessions whose waiting/offered flip is not stored
+        # Recently ended sessions, so that events about them answer session_closed without a
+        # database read (bounded: older ones fall back to the store where that is async).
+        self._recently_closed: OrderedDict[str, Session] = OrderedDict()
 
     # ------------------------------------------------------------------ start-up
 
@@ -696,7 +699,11 @@ class Desk:
     def _open_session_for(self, actor: Actor, session_id: str) -> Session:
         session = self._sessions.get(session_id)
         if session is None:
-            raise NotFound("no open session with that id")
+            closed = self._recently_closed.get(session_id)
+            if closed is None:
+                raise NotFound("no open session with that id")
+            self._authorize(actor, closed)
+            raise SessionClosed("the session has ended")
         self._authorize(actor, session)
         return session
 
@@ -1096,6 +1103,9 @@ class Desk:
         if offer is not None:
             self._revoke_offer(session.id, "ended", fx)
         del self._sessions[session.id]
+        self._recently_closed[session.id] = session
+        if len(self._recently_closed) > 10_000:
+            self._recently_closed.popitem(last=False)
         self._declined.pop(session.id, None)
         self._customer_gone.pop(session.id, None)
         self._pos_sent.pop(session.id, None)

@@ -76,3 +76,25 @@ async def test_concurrent_accepts_assign_the_session_exactly_once(chatd_factory:
     assert len(joined) == 1
     await cust_in.wait_for("session:assigned")
     assert len(cust_in.named("session:assigned")) == 1
+
+
+async def test_events_about_an_ended_chat_answer_session_closed(chatd_factory: Any) -> None:
+    from tests.e2e.helpers import call, start_chat
+
+    chatd = await chatd_factory()
+    eng, eng_in = await engineer(chatd, "alex@example.com")
+    cust, _ = await guest(chatd)
+    sid, _ = await start_chat(chatd, eng, eng_in, cust)
+    await call(cust, "/customer", "session:end", {"session_id": sid})
+    for event, data in [
+        ("typing", {"session_id": sid, "typing": True}),
+        ("message:read", {"session_id": sid, "seq": 1}),
+        ("escalation:request", {"session_id": sid, "kind": "screen_share"}),
+        ("message:send", {"session_id": sid, "client_msg_id": "late", "body": "late"}),
+        ("session:end", {"session_id": sid}),
+    ]:
+        r = await call(cust, "/customer", event, data)
+        assert r["error"]["code"] == "session_closed", (event, r)
+    other, _ = await guest(chatd, "Mallory")
+    r = await call(other, "/customer", "typing", {"session_id": sid, "typing": True})
+    assert r["error"]["code"] == "not_found"
