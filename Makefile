@@ -65,4 +65,4 @@ bench: $(STAMP)
 
 clean:
 	rm -rf $(VENV) var build *.egg-info .pytest_cache .mypy_cache .ruff_cache node_modules \
-	  static/widget.js static/widget.js.map static/console static/demo static/.built
+	  static/widget.js static/widget.js.map static/console static/monitor static/demo static/.built

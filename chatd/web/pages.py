@@ -1,4 +1,5 @@
-"""The browser side: the widget script, the engineer console and the demo page.
+"""The browser side: the widget script, the engineer console, the lead's monitor and the
+demo page.
 
 They are built from ``static/src`` by ``make`` (npm + esbuild) into ``static/``; an installed
 wheel carries the built files under ``share/chatd/static`` (docs/embedding.md).
@@ -101,6 +102,17 @@ async def console_asset(request: web.Request) -> web.StreamResponse:
     return _file(_asset(request, "console"), cache="no-cache")
 
 
+async def monitor_page(request: web.Request) -> web.StreamResponse:
+    # Same policy as the console: the lead's monitor talks only to its own origin.
+    return _file(
+        request.app[STATIC_DIR] / "monitor" / "index.html", cache="no-cache", csp=CONSOLE_CSP
+    )
+
+
+async def monitor_asset(request: web.Request) -> web.StreamResponse:
+    return _file(_asset(request, "monitor"), cache="no-cache")
+
+
 async def demo_page(request: web.Request) -> web.StreamResponse:
     return _file(request.app[STATIC_DIR] / "demo" / "index.html", cache="no-cache", csp=DEMO_CSP)
 
@@ -173,9 +185,12 @@ def setup_pages(app: web.Application, static_dir: Path | None = None) -> None:
             web.get("/widget.js.map", widget_map),
             web.get("/console/", console_page),
             web.get("/console/{name}", console_asset),
+            web.get("/monitor/", monitor_page),
+            web.get("/monitor/{name}", monitor_asset),
             web.get("/demo/", demo_page),
             web.get("/demo/{name}", demo_asset),
             _redirect("/console/"),
+            _redirect("/monitor/"),
             _redirect("/demo/"),
         ]
     )

@@ -1,4 +1,4 @@
-// Builds the widget, the console and the demo page from static/src into static/.
+// Builds the widget, the console, the monitor and the demo page from static/src into static/.
 // `npm run build` (once) or `npm run watch` (rebuild on change). The output is not committed.
 import { copyFile, mkdir, writeFile } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
@@ -31,6 +31,9 @@ const builds = [
     loader: {},
     format: undefined,
   },
+  { ...common, entryPoints: [join(src, 'monitor/main.js')], outfile: join(out, 'monitor/monitor.js') },
+  { ...common, entryPoints: [join(src, 'monitor/monitor.css')], outfile: join(out, 'monitor/monitor.css'),
+    loader: {}, format: undefined },
   { ...common, entryPoints: [join(src, 'demo/demo.js')], outfile: join(out, 'demo/demo.js') },
   { ...common, entryPoints: [join(src, 'demo/demo.css')], outfile: join(out, 'demo/demo.css'),
     loader: {}, format: undefined },
@@ -38,6 +41,7 @@ const builds = [
 
 const pages = [
   ['console/index.html', 'console/index.html'],
+  ['monitor/index.html', 'monitor/index.html'],
   ['demo/index.html', 'demo/index.html'],
 ];
 
@@ -60,5 +64,5 @@ if (watch) {
   await copyPages();
   // A stamp newer than every source tells make that the build is current.
   await writeFile(join(out, '.built'), new Date().toISOString() + '\n');
-  console.log('built static/widget.js, static/console/, static/demo/');
+  console.log('built static/widget.js, static/console/, static/monitor/, static/demo/');
 }

@@ -510,6 +510,8 @@ class ConsoleApp {
         h('span', {}, h('span', { class: 'me__name', text: this.me.name }), h('span', { class: 'me__role', text: this.me.role }))),
       h('button', { class: 'btn btn--ghost btn--small', type: 'button', text: 'Sign out', onclick: () => this.logout() }));
     this.banner = h('div', { class: 'banner', role: 'status', hidden: true });
+    // The desk's wait alert (queue:alert), beside the status banner.
+    this.alertBar = h('div', { class: 'alert-bar', role: 'alert', hidden: true });
     this.offersList = h('ul', { class: 'offers', 'aria-label': 'Offers' });
     this.queueList = h('ol', { class: 'queue', 'aria-label': 'Waiting customers' });
     this.queueCount = h('span', { class: 'count' });
@@ -530,7 +532,7 @@ class ConsoleApp {
     this.live = h('div', { class: 'sr-only', 'aria-live': 'polite' });
     this.toasts = h('div', { class: 'toasts', role: 'status', 'aria-live': 'polite' });
     this.dialog = h('dialog', { class: 'dialog' });
-    this.root.append(header, this.banner, h('div', { class: 'grid' }, side, work, this.customerPanel),
+    this.root.append(header, this.alertBar, this.banner, h('div', { class: 'grid' }, side, work, this.customerPanel),
       this.live, this.toasts, this.dialog);
     this.renderQueue();
     this.renderCustomer();
@@ -584,6 +586,7 @@ class ConsoleApp {
       if (chat && p.role === 'customer') chat.thread.setRead(p.seq);
     });
     socket.on('status:update', (p) => this.showBanner(p && p.banner ? String(p.banner) : ''));
+    socket.on('queue:alert', (p) => this.showAlert(p));
   }
 
   async checkLogin() {
@@ -632,6 +635,7 @@ class ConsoleApp {
     this.engineers = snap.engineers || [];
     this.snapshotSessions = snap.sessions || [];
     this.stats = snap;
+    this.showAlert(snap.alert);
     if (snap.me) this.onPresence(snap.me);
     const live = new Set();
     for (const o of snap.offers || []) {
@@ -683,6 +687,15 @@ class ConsoleApp {
       }
       this.capacitySelect.value = value;
     }
+  }
+
+  showAlert(p) {
+    const level = p && (p.level === 'warning' || p.level === 'breach') ? p.level : null;
+    this.alertBar.className = 'alert-bar' + (level ? ' ' + level : '');
+    this.alertBar.textContent = !level ? '' : level === 'breach'
+      ? `The oldest customer has waited over ${Math.round(p.threshold_seconds)} s: the target is missed.`
+      : `The oldest customer has waited over ${Math.round(p.threshold_seconds)} s.`;
+    show(this.alertBar, !!level);
   }
 
   showBanner(text) {

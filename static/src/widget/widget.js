@@ -122,6 +122,8 @@ export class Widget {
       this.menu,
     );
     this.banner = h('div', { class: 'banner', hidden: true });
+    // The vendor's incident notice (status:update), apart from the connection banner.
+    this.statusNote = h('div', { class: 'status-note', role: 'status', hidden: true });
     this.announcer = h('div', { class: 'sr-only', role: 'status', 'aria-live': 'polite' });
 
     this.startView = this.buildStartForm();
@@ -139,6 +141,7 @@ export class Widget {
         hidden: true,
       },
       header,
+      this.statusNote,
       this.banner,
       this.body,
       this.announcer,
@@ -702,6 +705,21 @@ export class Widget {
     socket.on('session:ended', (p) => this.onEnded(p));
     socket.on('typing', (p) => this.onTyping(p));
     socket.on('message:read', (p) => this.onRead(p));
+    socket.on('status:update', (p) => this.onStatus(p));
+  }
+
+  onStatus(p) {
+    const text = p && typeof p.banner === 'string' ? p.banner : '';
+    clear(this.statusNote);
+    if (text) {
+      this.statusNote.append(h('span', { text }));
+      if (p.link && /^https?:\/\//.test(p.link)) {
+        this.statusNote.append(' ', h('a', {
+          href: p.link, target: '_blank', rel: 'noopener noreferrer', text: this.t.statusLink,
+        }));
+      }
+    }
+    show(this.statusNote, !!text);
   }
 
   async onConnect() {

@@ -1,0 +1,412 @@
+"""The messaging benchmark: chatd against a bare python-socketio relay, under the same load.
+
+For each target in turn (the relay first, then chatd) the driver starts the server as its
+own process, starts the load processes (bench/loadgen.py), sets up ``--pairs`` chats and
+runs a closed loop: every participant sends its next ``message:send`` as soon as the
+previous one is acknowledged, for ``--warmup`` + ``--seconds``. Only acks received in the
+measured window count for throughput and latency; every ``message:new`` received by the
+other side counts for delivery, checked against every acknowledged message.
+
+chatd's chats are real: ``--engineers`` accounts are created with ``chatd engineer add``,
+log in over HTTP, go ``available`` with capacity ceil(pairs / engineers) and accept the
+offers of the customers' ``chat:request``s. Each engineer is one socket holding several
+chats, as on a real desk; the relay gets the same sockets and the same sessions per socket.
+
+The bar: chatd's acknowledged messages per second >= 0.7 x the relay's, at 50 pairs, with
+every acknowledged message delivered and no errors.
+
+Reading the table: ``server CPU`` is the server process's CPU in the window, in % of one
+core (near 100%: the server is the bottleneck; well below with high latency: it waits on
+something, e.g. its store); ``us/msg`` is that CPU per acknowledged message, which moves
+less than msgs/s when the machine is shared; ``load CPU`` is the load processes together;
+``other CPU`` is everything else on the machine. A run where others used more than a
+quarter of a CPU is flagged as not comparable.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import math
+import os
+import sys
+import tempfile
+import time
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from .harness import (
+    BenchError,
+    Benchmark,
+    Child,
+    Report,
+    add_engineer,
+    chatd_env,
+    cpu_seconds,
+    free_port,
+    login,
+    machine_busy_seconds,
+    percentile,
+    start_chatd,
+    start_child,
+    wait_http_ok,
+)
+
+BAR = 0.7
+BAR_PAIRS = 50
+# Past this share of one CPU used by others in a measured window, say the run is skewed.
+BUSY_OTHER_PCT = 25.0
+PASSWORD = "benchmark-password"
+REPLY_TIMEOUT = 120.0
+
+
+def add_arguments(group: argparse._ArgumentGroup) -> None:
+    group.add_argument("--pairs", type=int, default=BAR_PAIRS,
+                       help="chats, each a customer and an engineer (default %(default)s)")
+    group.add_argument("--engineers", type=int, default=5,
+                       help="engineer sockets (accounts), each holding ceil(pairs/engineers)"
+                            " chats (default %(default)s; logins past 10 are rate limited)")
+    group.add_argument("--workers", type=int, default=2,
+                       help="load-generating processes (default %(default)s)")
+    group.add_argument("--body-size", type=int, default=100,
+                       help="characters per message body (default %(default)s)")
+    group.add_argument("--targets", default="relay,chatd",
+                       help="comma-separated, from relay and chatd (default %(default)s)")
+    group.add_argument("--sqlite-synchronous", choices=["full", "normal"],
+                       help="chatd's SQLite synchronous mode (default: chatd's own default)")
+    group.add_argument("--rounds", type=int, default=1,
+                       help="measure each target this many times, alternating; the round"
+                            " with the best throughput is reported (default %(default)s)")
+    group.add_argument("--profile-chatd", metavar="FILE",
+                       help="run chatd under cProfile and write its stats to FILE")
+
+
+async def run(args: argparse.Namespace) -> Report:
+    pairs, engineers, workers = args.pairs, args.engineers, args.workers
+    if pairs < 1 or not 1 <= engineers <= pairs or workers < 1 or args.rounds < 1:
+        raise BenchError("need pairs >= 1, 1 <= engineers <= pairs, workers >= 1, rounds >= 1")
+    if not 1 <= args.body_size <= 10_000:
+        raise BenchError("--body-size must be 1 to 10000 characters (chatd's text limit)")
+    capacity = math.ceil(pairs / engineers)
+    if capacity > 100:
+        raise BenchError("at most 100 chats per engineer: raise --engineers")
+    targets = [t.strip() for t in args.targets.split(",") if t.strip()]
+    if not targets or set(targets) - {"relay", "chatd"}:
+        raise BenchError("--targets takes relay and/or chatd")
+    print(
+        f"chat: {pairs} pairs ({engineers} engineer sockets x up to {capacity} chats,"
+        f" {pairs} customer sockets), {args.warmup:g} s warm-up + {args.seconds:g} s"
+        f" measured, {workers} load process(es), {args.body_size}-character bodies",
+        flush=True,
+    )
+    report: Report = {
+        "pairs": pairs, "engineers": engineers, "capacity": capacity, "workers": workers,
+        "warmup": args.warmup, "seconds": args.seconds, "body_size": args.body_size,
+        "rounds": args.rounds,
+    }
+    if hasattr(os, "getloadavg"):
+        # the machine may be shared: a load average near or above its cores skews msgs/s
+        load = os.getloadavg()[0]
+        report["loadavg_at_start"] = round(load, 2)
+        print(f"load average at start: {load:.2f} on {os.cpu_count()} CPUs", flush=True)
+    print(_HEADER, flush=True)
+    runs: dict[str, list[dict[str, Any]]] = {t: [] for t in targets}
+    # Rounds alternate the targets, so that a busy moment of a shared machine does not
+    # land on one target only.
+    for r in range(args.rounds):
+        for target in targets:
+            with tempfile.TemporaryDirectory(prefix=f"chatd-bench-{target}-") as tmp:
+                figures = await _measure(target, Path(tmp), args, capacity)
+            runs[target].append(figures)
+            label = target if args.rounds == 1 else f"{target} #{r + 1}"
+            print(_row(label, figures), flush=True)
+    for target, figures_list in runs.items():
+        # Other work on the machine only ever slows a run down: the best round (of those
+        # the machine left alone, if any) is the closest to what the target can do, as
+        # timeit takes the fastest repeat.
+        quiet = [f for f in figures_list if not _skewed(f)]
+        best = max(quiet or figures_list, key=lambda f: f["msgs_per_s"])
+        report[target] = {**best, "runs": figures_list}
+        if args.rounds > 1:
+            print(_row(f"{target} best", report[target]), flush=True)
+    busy = [(t, report[t]["other_cpu_pct"]) for t in runs if _skewed(report[t])]
+    report["reliable"] = not busy
+    advice = "rerun on a quieter machine" + (", or with --rounds 3" if args.rounds == 1 else "")
+    for target, pct in busy:
+        print(f"warning: other work used {pct:.0f}% of a CPU during the {target} run;"
+              f" its figures are not comparable ({advice})", file=sys.stderr, flush=True)
+    if "relay" in report and "chatd" in report:
+        relay, chatd = report["relay"], report["chatd"]
+        ratio = chatd["msgs_per_s"] / relay["msgs_per_s"] if relay["msgs_per_s"] else 0.0
+        clean = all(
+            f["delivered"] == f["acked_total"] and not f["timeouts"] and not f["errors"]
+            for runs_of_target in runs.values() for f in runs_of_target
+        )
+        passed = ratio >= BAR and clean
+        report.update(ratio=round(ratio, 3), bar=BAR, passed=passed)
+        if chatd["server_cpu_us_per_msg"] and relay["server_cpu_us_per_msg"]:
+            cost = chatd["server_cpu_us_per_msg"] / relay["server_cpu_us_per_msg"]
+            report["cpu_cost_ratio"] = round(cost, 3)
+            print(f"server CPU per message: chatd {chatd['server_cpu_us_per_msg']:.0f} us,"
+                  f" relay {relay['server_cpu_us_per_msg']:.0f} us ({cost:.2f}x)", flush=True)
+        at = "" if pairs == BAR_PAIRS else f" (bar is set at {BAR_PAIRS} pairs; ran {pairs})"
+        print(f"chatd/relay throughput: {ratio:.2f}  bar: >= {BAR:.2f}{at}"
+              f"  {'PASS' if passed else 'FAIL'}"
+              + ("" if clean else "  (lost messages, timeouts or errors)")
+              + ("" if not busy else "  (unreliable: the machine was busy)"), flush=True)
+    else:
+        report["passed"] = None
+    return report
+
+
+def _skewed(figures: dict[str, Any]) -> bool:
+    other = figures["other_cpu_pct"]
+    return other is not None and other > BUSY_OTHER_PCT
+
+
+_HEADER = (
+    f"{'target':<13}{'msgs/s':>9}{'p50 ms':>9}{'p99 ms':>9}{'max ms':>9}"
+    f"{'acked':>9}{'delivered':>11}{'errors':>8}{'server CPU':>12}{'us/msg':>8}"
+    f"{'load CPU':>10}{'other CPU':>11}"
+)
+
+
+def _row(target: str, f: dict[str, Any]) -> str:
+    def ms(v: float | None) -> str:
+        return "-" if v is None else f"{v:.1f}"
+
+    def pct(v: float | None) -> str:
+        return "-" if v is None else f"{v:.0f}%"
+
+    errors = f["timeouts"] + sum(f["errors"].values())
+    return (
+        f"{target:<13}{f['msgs_per_s']:>9.0f}{ms(f['p50_ms']):>9}{ms(f['p99_ms']):>9}"
+        f"{ms(f['max_ms']):>9}{f['acked_total']:>9}{f['delivered']:>11}{errors:>8}"
+        f"{pct(f['server_cpu_pct']):>12}{ms(f['server_cpu_us_per_msg']):>8}"
+        f"{pct(f['loadgen_cpu_pct']):>10}{pct(f['other_cpu_pct']):>11}"
+    )
+
+
+async def _measure(
+    target: str, tmp: Path, args: argparse.Namespace, capacity: int
+) -> dict[str, Any]:
+    async with contextlib.AsyncExitStack() as stack:
+        if target == "chatd":
+            server, url, engineer_specs, customer_specs = await _chatd(tmp, args, capacity)
+        else:
+            server, url, engineer_specs, customer_specs = await _relay(tmp, args)
+        stack.push_async_callback(server.stop)
+        workers: list[Child] = []
+        for k in range(args.workers):
+            w = await start_child(f"load worker {k}", [sys.executable, "-m", "bench.loadgen"],
+                                  env=_plain_env(), cwd=tmp, pipes=True)
+            stack.push_async_callback(w.stop)
+            workers.append(w)
+        stack.push_async_callback(_close_workers, workers)
+        n = len(workers)
+        await _command(workers, [
+            {"cmd": "engineers", "target": target, "url": url, "engineers": engineer_specs[k::n]}
+            for k in range(n)
+        ])
+        await _command(workers, [
+            {"cmd": "customers", "customers": customer_specs[k::n]} for k in range(n)
+        ])
+        settled = await _command(workers, [{"cmd": "settle"}] * n)
+        held = sum(r["engineer_sessions"] for r in settled)
+        asked = sum(r["customer_sessions"] for r in settled)
+        if held != args.pairs or asked != args.pairs:
+            raise BenchError(
+                f"{target}: {asked} customers and {held} engineer chats set up,"
+                f" {args.pairs} wanted; accept errors: {[r['accept_errors'] for r in settled]}"
+            )
+        start_at = time.monotonic() + 0.5
+        window = (start_at + args.warmup, start_at + args.warmup + args.seconds)
+        pids = [w.pid for w in workers]
+        cpu = asyncio.create_task(_cpu_in_window(server.pid, pids, *window))
+        try:
+            results = await _command(workers, [{
+                "cmd": "run", "start_at": start_at, "warmup": args.warmup,
+                "seconds": args.seconds, "body_size": args.body_size,
+            }] * n, timeout=REPLY_TIMEOUT + args.warmup + args.seconds)
+        except BaseException:
+            cpu.cancel()
+            raise
+        used = await cpu
+        await _close_workers(workers)
+        log_lines = "\n".join(
+            line for line in server.log_tail(200).splitlines()
+            if not line.startswith("chatd listening on ")
+        )[-2000:]
+    latencies = sorted(x for r in results for x in r["latencies_ms"])
+    errors: dict[str, int] = {}
+    for r in results:
+        for code, count in r["errors"].items():
+            errors[code] = errors.get(code, 0) + count
+    figures = {
+        "participants": sum(r["participants"] for r in results),
+        "msgs_per_s": round(len(latencies) / args.seconds, 1),
+        "p50_ms": percentile(latencies, 50),
+        "p99_ms": percentile(latencies, 99),
+        "max_ms": latencies[-1] if latencies else None,
+        "mean_ms": round(sum(latencies) / len(latencies), 3) if latencies else None,
+        "acked_window": len(latencies),
+        "acked_total": sum(r["acked_total"] for r in results),
+        "delivered": sum(r["delivered"] for r in results),
+        "timeouts": sum(r["timeouts"] for r in results),
+        "errors": errors,
+        # % of one core: a server near 100% is the bottleneck; load processes near
+        # 100% each mean the clients are
+        "server_cpu_pct": _pct(used.server, args.seconds),
+        "loadgen_cpu_pct": _pct(used.load, args.seconds),
+        # the driver itself, the kernel's own threads and whatever else runs on the machine
+        "other_cpu_pct": _pct(used.others, args.seconds),
+        # server CPU per acknowledged message: steadier than msgs/s on a busy machine
+        "server_cpu_us_per_msg": (
+            round(used.server / len(latencies) * 1e6, 1) if used.server and latencies else None
+        ),
+    }
+    if log_lines:
+        figures["server_log_tail"] = log_lines
+        print(f"{target} logged (last lines):\n{log_lines}", file=sys.stderr, flush=True)
+    return figures
+
+
+def _pct(cpu: float | None, seconds: float) -> float | None:
+    return None if cpu is None else round(100 * cpu / seconds, 1)
+
+
+async def _chatd(
+    tmp: Path, args: argparse.Namespace, capacity: int
+) -> tuple[Child, str, list[dict[str, Any]], list[dict[str, Any]]]:
+    extra: dict[str, Any] = {}
+    if args.sqlite_synchronous:
+        sync = args.sqlite_synchronous
+        extra["database_url"] = f"sqlite:///{tmp / 'bench.db'}?synchronous={sync}"
+    env = chatd_env(
+        tmp,
+        **extra,
+        message_rate=10000, message_burst=100000,
+        connect_rate=10000, connect_burst=100000,
+        max_capacity=100,
+    )
+    emails = [f"engineer{j}@bench.example" for j in range(args.engineers)]
+    for j, email in enumerate(emails):
+        await add_engineer(env, tmp, email, f"Engineer {j}", PASSWORD)
+    profile = Path(args.profile_chatd).resolve() if args.profile_chatd else None
+    server, url = await start_chatd(tmp, env, profile_to=profile)
+    try:
+        tokens = [await login(url, email, PASSWORD) for email in emails]
+    except BaseException:
+        await server.stop()
+        raise
+    engineers = [{"token": t, "capacity": capacity} for t in tokens]
+    customers = [
+        {"name": f"Customer {i}", "email": f"customer{i}@bench.example"}
+        for i in range(args.pairs)
+    ]
+    return server, url, engineers, customers
+
+
+async def _relay(
+    tmp: Path, args: argparse.Namespace
+) -> tuple[Child, str, list[dict[str, Any]], list[dict[str, Any]]]:
+    port = free_port()
+    server = await start_child(
+        "relay", [sys.executable, "-m", "bench.relay", "--host", "127.0.0.1", "--port", str(port)],
+        env=_plain_env(), cwd=tmp, log=tmp / "relay.log",
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        await wait_http_ok(server, url + "/healthz")
+    except BaseException:
+        await server.stop()
+        raise
+    sessions = [str(uuid.uuid4()) for _ in range(args.pairs)]
+    # chatd offers each chat to the engineer idle longest: round robin, as here
+    engineers = [{"sessions": sessions[j::args.engineers]} for j in range(args.engineers)]
+    customers = [{"session_id": s} for s in sessions]
+    return server, url, engineers, customers
+
+
+def _plain_env() -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CHATD_")}
+    env["PYTHONUNBUFFERED"] = "1"
+    # the bench package is found from the folder holding it, wherever the child runs
+    root = str(Path(__file__).resolve().parent.parent)
+    env["PYTHONPATH"] = root + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
+    return env
+
+
+async def _command(
+    workers: list[Child], commands: list[dict[str, Any]], timeout: float = REPLY_TIMEOUT
+) -> list[dict[str, Any]]:
+    """Send each worker its command; all answers, or BenchError naming the failure."""
+
+    async def one(w: Child, cmd: dict[str, Any]) -> dict[str, Any]:
+        assert w.proc.stdin is not None and w.proc.stdout is not None
+        w.proc.stdin.write(json.dumps(cmd).encode() + b"\n")
+        await w.proc.stdin.drain()
+        try:
+            line = await asyncio.wait_for(w.proc.stdout.readline(), timeout)
+        except TimeoutError:
+            raise BenchError(f"{w.name} did not answer {cmd['cmd']!r} in {timeout:g} s") from None
+        if not line:
+            raise BenchError(f"{w.name} exited during {cmd['cmd']!r}")
+        reply: dict[str, Any] = json.loads(line)
+        if not reply.get("ok"):
+            raise BenchError(f"{w.name}: {cmd['cmd']!r} failed: {reply.get('error')}")
+        return reply
+
+    return list(await asyncio.gather(*(one(w, c) for w, c in zip(workers, commands, strict=True))))
+
+
+async def _close_workers(workers: list[Child]) -> None:
+    for w in workers:
+        if w.proc.returncode is not None or w.stopped or w.proc.stdin is None:
+            continue
+        with contextlib.suppress(Exception):
+            w.proc.stdin.write(b'{"cmd": "close"}\n')
+            await w.proc.stdin.drain()
+            await asyncio.wait_for(w.proc.wait(), 10)
+
+
+@dataclass
+class WindowCPU:
+    """CPU seconds used in the measured window (None where unknown)."""
+
+    server: float | None
+    load: float | None
+    others: float | None  # everything else on the machine: other users' work
+
+
+async def _cpu_in_window(
+    server_pid: int, worker_pids: list[int], start: float, end: float
+) -> WindowCPU:
+    await asyncio.sleep(max(0.0, start - time.monotonic()))
+    m0 = machine_busy_seconds()
+    s0 = cpu_seconds(server_pid)
+    w0 = [cpu_seconds(p) for p in worker_pids]
+    await asyncio.sleep(max(0.0, end - time.monotonic()))
+    m1 = machine_busy_seconds()
+    s1 = cpu_seconds(server_pid)
+    w1 = [cpu_seconds(p) for p in worker_pids]
+    server = None if s0 is None or s1 is None else s1 - s0
+    load: float | None = 0.0
+    for a, b in zip(w0, w1, strict=True):
+        load = None if a is None or b is None or load is None else load + b - a
+    others = None
+    if m0 is not None and m1 is not None and server is not None and load is not None:
+        others = max(0.0, (m1 - m0) - server - load)
+    return WindowCPU(server, load, others)
+
+
+BENCHMARK = Benchmark(
+    name="chat",
+    help="messages/s and ack latency of chatd against a bare python-socketio relay",
+    run=run,
+    add_arguments=add_arguments,
+)

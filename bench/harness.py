@@ -1,0 +1,237 @@
+"""What every benchmark needs: the benchmark registry entry, child processes that are always
+stopped by PID, a chatd server started the way an operator starts it, and small measures
+(CPU time of a process, percentiles)."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import math
+import os
+import signal
+import socket
+import sys
+import time
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+
+Report = dict[str, Any]
+
+
+@dataclass(frozen=True)
+class Benchmark:
+    """One entry of ``bench.__main__.BENCHMARKS``.
+
+    ``add_arguments`` adds the benchmark's own options to its argument group; ``run`` gets
+    every parsed option, prints its figures as it goes and returns them for ``--json``. A
+    report's ``"passed"`` (True, False or None for "no bar") decides the exit status.
+    """
+
+    name: str
+    help: str
+    run: Callable[[argparse.Namespace], Awaitable[Report]]
+    add_arguments: Callable[[argparse._ArgumentGroup], None] = lambda group: None
+
+
+class BenchError(RuntimeError):
+    """The benchmark could not be carried out (a server did not start, a client failed)."""
+
+
+def free_port() -> int:
+    # The port is free now; the server binds it a moment later. Good enough on loopback.
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@dataclass
+class Child:
+    """A process this benchmark started. ``stop`` ends exactly this PID, gracefully first."""
+
+    name: str
+    proc: asyncio.subprocess.Process
+    log: Path | None = None
+    stopped: bool = field(default=False)
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+    async def stop(self, grace: float = 15.0) -> int | None:
+        if self.stopped:
+            return self.proc.returncode
+        self.stopped = True
+        if self.proc.returncode is None:
+            with contextlib.suppress(ProcessLookupError):
+                self.proc.send_signal(signal.SIGTERM)
+            try:
+                await asyncio.wait_for(self.proc.wait(), grace)
+            except TimeoutError:
+                with contextlib.suppress(ProcessLookupError):
+                    self.proc.kill()
+                await self.proc.wait()
+        return self.proc.returncode
+
+    def log_tail(self, lines: int = 30) -> str:
+        if self.log is None or not self.log.exists():
+            return ""
+        text = self.log.read_text(encoding="utf-8", errors="replace").splitlines()
+        return "\n".join(text[-lines:])
+
+
+async def start_child(
+    name: str,
+    argv: Sequence[str],
+    *,
+    env: Mapping[str, str],
+    cwd: Path,
+    log: Path | None = None,
+    pipes: bool = False,
+) -> Child:
+    """Start ``argv``; its output goes to ``log`` (servers) or to pipes (load workers)."""
+    if pipes:
+        proc = await asyncio.create_subprocess_exec(
+            *argv, env=dict(env), cwd=cwd,
+            stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
+            # a worker's result is one JSON line with every latency of the window
+            limit=256 * 1024 * 1024,
+        )
+        return Child(name, proc)
+    assert log is not None
+    with log.open("wb") as out:
+        proc = await asyncio.create_subprocess_exec(
+            *argv, env=dict(env), cwd=cwd,
+            stdin=asyncio.subprocess.DEVNULL, stdout=out, stderr=asyncio.subprocess.STDOUT,
+        )
+    return Child(name, proc, log)
+
+
+async def wait_http_ok(child: Child, url: str, timeout: float = 30.0) -> None:
+    """Poll ``url`` until it answers 200; fail early (with the log) if the process died."""
+    deadline = time.monotonic() + timeout
+    async with aiohttp.ClientSession() as http:
+        while True:
+            if child.proc.returncode is not None:
+                raise BenchError(
+                    f"{child.name} exited with {child.proc.returncode}:\n{child.log_tail()}"
+                )
+            with contextlib.suppress(aiohttp.ClientError, OSError):
+                async with http.get(url, timeout=aiohttp.ClientTimeout(total=2)) as r:
+                    if r.status == 200:
+                        return
+            if time.monotonic() > deadline:
+                raise BenchError(f"{child.name} did not answer {url} in {timeout:g} s:\n"
+                                 f"{child.log_tail()}")
+            await asyncio.sleep(0.1)
+
+
+def chatd_env(tmp: Path, **settings: Any) -> dict[str, str]:
+    """The environment of a benchmark chatd: its own database and uploads in ``tmp``,
+    guests allowed, quiet logs, plus ``settings`` as ``CHATD_<NAME>``."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CHATD_")}
+    env.update(
+        CHATD_DATABASE_URL=f"sqlite:///{tmp / 'bench.db'}",
+        CHATD_UPLOAD_DIR=str(tmp / "uploads"),
+        CHATD_ALLOW_GUESTS="true",
+        CHATD_LOG_LEVEL="warning",
+        PYTHONUNBUFFERED="1",
+    )
+    for key, value in settings.items():
+        env[f"CHATD_{key.upper()}"] = str(value).lower() if isinstance(value, bool) else str(value)
+    return env
+
+
+async def add_engineer(
+    env: Mapping[str, str], cwd: Path, email: str, name: str, password: str
+) -> None:
+    """``chatd engineer add`` as an operator runs it (before the server starts)."""
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "chatd", "engineer", "add", email, "--name", name,
+        "--password-stdin",
+        env=dict(env), cwd=cwd,
+        stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
+    )
+    try:
+        out, _ = await asyncio.wait_for(proc.communicate(password.encode() + b"\n"), 60)
+    except TimeoutError:
+        proc.kill()
+        await proc.wait()
+        raise BenchError(f"chatd engineer add {email} did not finish in 60 s") from None
+    if proc.returncode != 0:
+        raise BenchError(f"chatd engineer add {email} failed: {out.decode(errors='replace')}")
+
+
+async def start_chatd(
+    tmp: Path, env: Mapping[str, str], *, profile_to: Path | None = None
+) -> tuple[Child, str]:
+    """``python -m chatd serve`` on a free loopback port, ready to serve; optionally under
+    cProfile (the profile is written when the process is stopped with SIGTERM)."""
+    port = free_port()
+    argv = [sys.executable]
+    if profile_to is not None:
+        argv += ["-m", "cProfile", "-o", str(profile_to)]
+    argv += ["-m", "chatd", "serve", "--host", "127.0.0.1", "--port", str(port)]
+    child = await start_child("chatd", argv, env=env, cwd=tmp, log=tmp / "chatd.log")
+    url = f"http://127.0.0.1:{port}"
+    try:
+        await wait_http_ok(child, url + "/readyz")
+    except BaseException:
+        await child.stop()
+        raise
+    return child, url
+
+
+async def login(url: str, email: str, password: str, timeout: float = 120.0) -> str:
+    """An engineer API token from ``POST /api/login``. Logins are rate limited per address
+    (a burst of 10): past that, wait as the server asks, within ``timeout``."""
+    deadline = time.monotonic() + timeout
+    async with aiohttp.ClientSession() as http:
+        while True:
+            async with http.post(
+                url + "/api/login", json={"email": email, "password": password}
+            ) as r:
+                body = await r.json()
+                if r.status == 200:
+                    return str(body["token"])
+                if r.status != 429 or time.monotonic() > deadline:
+                    raise BenchError(f"login {email}: HTTP {r.status} {body}")
+            await asyncio.sleep(2.0)
+
+
+_TICKS = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+
+
+def cpu_seconds(pid: int) -> float | None:
+    """User + system CPU time of a live process (Linux /proc), or None where unknown."""
+    try:
+        with open(f"/proc/{pid}/stat", encoding="ascii") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return None
+    # after the command name: state is field 3, utime 14 and stime 15 (man 5 proc)
+    return (int(fields[11]) + int(fields[12])) / _TICKS
+
+
+def machine_busy_seconds() -> float | None:
+    """CPU time all processors spent busy since boot, summed (Linux /proc/stat)."""
+    try:
+        with open("/proc/stat", encoding="ascii") as f:
+            fields = [int(v) for v in f.readline().split()[1:]]
+    except (OSError, ValueError):
+        return None
+    # user nice system idle iowait irq softirq steal ...: idle and iowait are not busy
+    return (sum(fields[:8]) - fields[3] - fields[4]) / _TICKS
+
+
+def percentile(sorted_values: Sequence[float], q: float) -> float | None:
+    """Nearest-rank percentile of already sorted values."""
+    if not sorted_values:
+        return None
+    rank = max(1, min(len(sorted_values), math.ceil(q / 100 * len(sorted_values))))
+    return sorted_values[rank - 1]
