@@ -171,6 +171,7 @@ class Metrics:
             "chatd_messages", "Messages sent by people, by the sender's role.", ["role"],
             registry=r,
         )
+        self._message_children: dict[str, Any] = {}
         self.uploads = Counter(
             "chatd_uploads", "Attachment uploads by result.", ["result"], registry=r,
         )
@@ -232,7 +233,11 @@ class Metrics:
         self.offers.labels(result).inc()
 
     def message_stored(self, role: str) -> None:
-        self.messages.labels(role).inc()
+        # Called for every message: keep the labelled children instead of looking them up.
+        child = self._message_children.get(role)
+        if child is None:
+            child = self._message_children[role] = self.messages.labels(role)
+        child.inc()
 
     def queue_alert(self, alert: dict[str, Any]) -> None:
         self.alerts.labels(str(alert.get("level"))).inc()

@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import sqlite3
 import uuid
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from importlib import resources
@@ -237,13 +238,20 @@ class SQLiteStore(SQLiteAttachments, SQLiteHandoffs, SQLiteStats):
     ) -> None:
         results: list[tuple[asyncio.Future[Any], Any, BaseException | None]] = []
         try:
-            await conn.execute("BEGIN IMMEDIATE")
-            for op, fut in batch:
-                try:
-                    results.append((fut, await op(conn), None))
-                except DeskError as exc:  # refused before writing anything
-                    results.append((fut, None, exc))
-            await conn.execute("COMMIT")
+            if all(isinstance(op, SyncOp) for op, _ in batch):
+                # Only plain-function writes (messages under load): the whole transaction in
+                # one hop to the database thread.
+                results = await self._in_writer_thread(
+                    lambda c: _run_sync_batch(c, batch)  # type: ignore[arg-type]
+                )
+            else:
+                await conn.execute("BEGIN IMMEDIATE")
+                for op, fut in batch:
+                    try:
+                        results.append((fut, await op(conn), None))
+                    except DeskError as exc:  # refused before writing anything
+                        results.append((fut, None, exc))
+                await conn.execute("COMMIT")
         except Exception as exc:
             await self._rollback(conn)
             if len(batch) == 1:
@@ -520,29 +528,44 @@ class SQLiteStore(SQLiteAttachments, SQLiteHandoffs, SQLiteStats):
     # ------------------------------------------------------------------ messages
 
     async def append_message(self, message: NewMessage) -> tuple[Message, bool]:
-        async def op(conn: aiosqlite.Connection) -> tuple[Message, bool]:
-            return await self._append(conn, message)
-
-        return await self._write(op)
+        return await self._write(
+            SyncOp(lambda c: self._append_sync(c, message))  # the hot path: see _run_batch
+        )
 
     async def _append(
         self, conn: aiosqlite.Connection, m: NewMessage, *, require_open: bool = True
     ) -> tuple[Message, bool]:
+        return await self._in_writer_thread(
+            lambda c: self._append_sync(c, m, require_open=require_open)
+        )
+
+    async def _in_writer_thread(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        """Run ``fn`` on the write connection's own thread, in one hop.
+
+        aiosqlite sends every statement to its connection's thread separately; handing it a
+        whole function instead makes a statement sequence (or a whole batch of messages) one
+        hop. ``_execute`` and ``_conn`` are aiosqlite internals, kept behind this one method.
+        """
+        assert self._writer is not None
+        return await _on_db_thread(self._writer, fn)
+
+    def _append_sync(
+        self, c: sqlite3.Connection, m: NewMessage, *, require_open: bool = True
+    ) -> tuple[Message, bool]:
         last = self._seq.get(m.session_id)
         if last is None or not require_open:
-            cur = await conn.execute(
+            row = c.execute(
                 "SELECT state, (SELECT COALESCE(MAX(seq), 0) FROM messages"
                 " WHERE session_id = sessions.id) FROM sessions WHERE id = ?",
                 (m.session_id,),
-            )
-            row = await cur.fetchone()
+            ).fetchone()
             if row is None or (require_open and row[0] not in OPEN):
                 raise SessionClosed("the session has ended")
             last = int(row[1])
             if require_open:
                 self._seq[m.session_id] = last
         seq = last + 1
-        cur = await conn.execute(
+        cur = c.execute(
             "INSERT INTO messages (id, session_id, seq, ts, sender_role, sender_id,"
             " sender_name, kind, body, client_msg_id, attachment, event)"
             " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
@@ -557,11 +580,10 @@ class SQLiteStore(SQLiteAttachments, SQLiteHandoffs, SQLiteStats):
             if require_open:
                 self._seq[m.session_id] = seq
             return Message.stored(m, seq), True
-        cur = await conn.execute(
+        row = c.execute(
             f"SELECT {_MESSAGE_COLUMNS} FROM messages WHERE session_id = ? AND client_msg_id = ?",
             (m.session_id, m.client_msg_id),
-        )
-        row = await cur.fetchone()
+        ).fetchone()
         if row is None:  # pragma: no cover - only a broken seq cache gets here
             raise RuntimeError("message insert ignored without a duplicate")
         existing = _message_from_row(row)
@@ -577,6 +599,42 @@ class SQLiteStore(SQLiteAttachments, SQLiteHandoffs, SQLiteStats):
             (session_id, after_seq, limit),
         )
         return [_message_from_row(r) for r in rows]
+
+
+class SyncOp:
+    """A write that is a plain function of the sqlite3 connection. Batches made only of these
+    run in one hop to the database thread; mixed batches await it like any write."""
+
+    __slots__ = ("fn",)
+
+    def __init__(self, fn: Callable[[sqlite3.Connection], Any]) -> None:
+        self.fn = fn
+
+    async def __call__(self, conn: aiosqlite.Connection) -> Any:
+        return await _on_db_thread(conn, self.fn)
+
+
+async def _on_db_thread(conn: aiosqlite.Connection, fn: Callable[[sqlite3.Connection], T]) -> T:
+    """Run ``fn(sqlite3_connection)`` on aiosqlite's thread for ``conn`` (its only user)."""
+    # aiosqlite's own call path for its methods; it has no public "run this function".
+    result: T = await conn._execute(fn, conn._conn)  # type: ignore[no-untyped-call]
+    return result
+
+
+def _run_sync_batch(
+    c: sqlite3.Connection, batch: list[tuple[SyncOp, asyncio.Future[Any]]]
+) -> list[tuple[asyncio.Future[Any], Any, BaseException | None]]:
+    """One transaction for a batch of SyncOps, on the database thread. Futures are only
+    collected here; they are resolved on the event loop after the commit."""
+    out: list[tuple[asyncio.Future[Any], Any, BaseException | None]] = []
+    c.execute("BEGIN IMMEDIATE")
+    for op, fut in batch:
+        try:
+            out.append((fut, op.fn(c), None))
+        except DeskError as exc:  # refused before writing anything
+            out.append((fut, None, exc))
+    c.execute("COMMIT")
+    return out
 
 
 async def _stop_op(conn: aiosqlite.Connection) -> None:  # pragma: no cover - a marker
