@@ -4,11 +4,6 @@ the queue; clients connected at the crash are treated as disconnected from the r
 from __future__ import annotations
 
 import asyncio
-import os
-import signal
-import socket
-import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -17,104 +12,19 @@ import aiohttp
 import pytest
 import socketio
 
-from tests.conftest import WIDGET_SECRET
+from tests.process import Server, connect
 
 pytestmark = pytest.mark.slow
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-class Server:
-    def __init__(self, tmp: Path, **env: str) -> None:
-        self.env = {
-            **os.environ,
-            "CHATD_DATABASE_URL": f"sqlite:///{tmp / 'chatd.db'}",
-            "CHATD_UPLOAD_DIR": str(tmp / "uploads"),
-            "CHATD_WIDGET_SECRET": WIDGET_SECRET,
-            "CHATD_ALLOW_GUESTS": "true",
-            "CHATD_LOG_LEVEL": "warning",
-            "CHATD_CONNECT_BURST": "1000",
-            "CHATD_MESSAGE_BURST": "1000",
-            **env,
-        }
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.proc: subprocess.Popen[bytes] | None = None
-        self.log = tmp / "server.log"
-
-    def cli(self, *args: str, stdin: str = "") -> str:
-        out = subprocess.run(
-            [sys.executable, "-m", "chatd", *args],
-            input=stdin.encode(),
-            env=self.env,
-            capture_output=True,
-            timeout=60,
-            check=True,
-        )
-        return out.stdout.decode()
-
-    async def start(self) -> None:
-        with open(self.log, "ab") as log:
-            self.proc = subprocess.Popen(
-                [
-                    sys.executable,
-                    "-m",
-                    "chatd",
-                    "serve",
-                    "--host",
-                    "127.0.0.1",
-                    "--port",
-                    str(self.port),
-                ],
-                env=self.env,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-            )
-        async with aiohttp.ClientSession() as http:
-            for _ in range(150):
-                try:
-                    async with http.get(self.url + "/readyz") as r:
-                        if r.status == 200:
-                            return
-                except aiohttp.ClientError:
-                    pass
-                if self.proc.poll() is not None:
-                    break
-                await asyncio.sleep(0.1)
-        raise AssertionError("chatd did not start: " + self.log.read_text()[-2000:])
-
-    def kill9(self) -> None:
-        assert self.proc is not None
-        os.kill(self.proc.pid, signal.SIGKILL)
-        self.proc.wait(timeout=10)
-        self.proc = None
-
-    def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(timeout=5)
-        self.proc = None
-
-
 @pytest.fixture
 def server(tmp_path: Path) -> Iterator[Server]:
-    s = Server(tmp_path, CHATD_GRACE_SECONDS="8")
+    s = Server(
+        tmp_path,
+        {"CHATD_GRACE_SECONDS": "8", "CHATD_CONNECT_BURST": "1000", "CHATD_MESSAGE_BURST": "1000"},
+    )
     yield s
     s.stop()
-
-
-async def connect(url: str, ns: str, auth: Any) -> socketio.AsyncClient:
-    c = socketio.AsyncClient(reconnection=False)
-    await c.connect(url, namespaces=[ns], auth=auth, transports=["websocket"], wait_timeout=10)
-    return c
 
 
 async def call(c: socketio.AsyncClient, ns: str, event: str, data: Any) -> Any:
