@@ -57,7 +57,6 @@ test: $(STAMP) web browser rt promtool
 
 lint: $(STAMP)
 	$(BIN)/ruff check chatd tests bench
-	$(BIN)/ruff format --check chatd tests bench || true
 	$(BIN)/mypy
 
 bench: $(STAMP)
