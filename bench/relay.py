@@ -19,6 +19,8 @@ from typing import Any
 import socketio
 from aiohttp import web
 
+from chatd.cli import event_loop
+
 NAMESPACES = ("/customer", "/engineer")
 
 
@@ -85,7 +87,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--port", type=int, required=True)
     args = p.parse_args(argv)
     web.run_app(create_app(), host=args.host, port=args.port, print=None, access_log=None,
-                shutdown_timeout=5.0)
+                shutdown_timeout=5.0, loop=event_loop())  # the same loop as chatd
 
 
 if __name__ == "__main__":

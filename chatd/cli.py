@@ -99,8 +99,18 @@ def serve(settings: Settings) -> int:
     app = create_app(settings)
     print(f"chatd listening on http://{settings.host}:{settings.port}", flush=True)
     web.run_app(app, host=settings.host, port=settings.port, print=None,
-                shutdown_timeout=10.0, handle_signals=True)
+                shutdown_timeout=10.0, handle_signals=True, loop=event_loop())
     return 0
+
+
+def event_loop() -> asyncio.AbstractEventLoop:
+    """uvloop when installed (a faster drop-in event loop), else asyncio's own."""
+    try:
+        import uvloop
+    except ImportError:
+        return asyncio.new_event_loop()
+    loop: asyncio.AbstractEventLoop = uvloop.new_event_loop()
+    return loop
 
 
 async def _with_store(settings: Settings, fn: Callable[[Store], Awaitable[int]]) -> int:
