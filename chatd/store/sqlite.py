@@ -1,8 +1,10 @@
 """The SQLite store: one writer with group commit, one reader (docs/design.md#storage).
 
-Every write is a small coroutine handed to the single writer task. The writer drains all
-writes queued at that moment into one transaction and commits once, then answers each
-caller: many messages cost one fsync, and no caller hears "stored" before the commit.
+Every write is handed to the single writer. The writer drains all writes queued at that
+moment into one transaction and commits once, then answers each caller: many messages
+cost one fsync, and no caller hears "stored" before the commit. Message appends are
+plain functions (SyncOp) that the database thread commits batch after batch on its own;
+other writes are coroutines run by the writer task.
 
 Write operations must raise a DeskError only *before* they change anything; any other
 exception rolls the batch back and its operations are retried one transaction each, so
@@ -16,6 +18,7 @@ import json
 import logging
 import sqlite3
 import uuid
+from collections import deque
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from importlib import resources
 from pathlib import Path
@@ -133,7 +136,10 @@ class SQLiteStore(SQLiteAttachments, SQLiteHandoffs, SQLiteStats):
         self.synchronous = synchronous
         self._writer: aiosqlite.Connection | None = None
         self._reader: aiosqlite.Connection | None = None
-        self._queue: asyncio.Queue[tuple[WriteOp, asyncio.Future[Any]]] = asyncio.Queue()
+        # Writes waiting for the writer, oldest first. The event loop appends; the writer
+        # takes from the head (on the database thread while it drains SyncOps).
+        self._ops: deque[tuple[WriteOp, asyncio.Future[Any]]] = deque()
+        self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._seq: dict[str, int] = {}  # last seq of recently written open sessions
         self._version = 0
@@ -161,7 +167,8 @@ class SQLiteStore(SQLiteAttachments, SQLiteHandoffs, SQLiteStats):
             task, self._task = self._task, None
             # Let queued writes finish: they were promised to their callers.
             done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-            await self._queue.put((_stop_op, done))
+            self._ops.append((_stop_op, done))
+            self._wake.set()
             await done
             task.cancel()
             try:
@@ -215,43 +222,80 @@ class SQLiteStore(SQLiteAttachments, SQLiteHandoffs, SQLiteStats):
         if self._task is None:
             raise RuntimeError("the store is not open")
         fut: asyncio.Future[T] = asyncio.get_running_loop().create_future()
-        await self._queue.put((op, fut))
+        self._ops.append((op, fut))
+        self._wake.set()
         return await fut
 
     async def _write_loop(self) -> None:
         conn = self._writer
         assert conn is not None
+        loop = asyncio.get_running_loop()
+        ops = self._ops
         while True:
-            batch = [await self._queue.get()]
-            while len(batch) < MAX_BATCH and not self._queue.empty():
-                batch.append(self._queue.get_nowait())
-            stop = [fut for op, fut in batch if op is _stop_op]
-            work = [(op, fut) for op, fut in batch if op is not _stop_op]
-            if work:
-                await self._run_batch(conn, work)
-            for fut in stop:
-                if not fut.done():
-                    fut.set_result(None)
+            await self._wake.wait()
+            self._wake.clear()
+            while ops:
+                op = ops[0][0]
+                if isinstance(op, SyncOp):
+                    # The database thread takes the plain-function writes itself, batch
+                    # after batch, without waiting for this loop between commits.
+                    await self._in_writer_thread(lambda c: self._drain_sync(c, loop))
+                    continue
+                if op is _stop_op:
+                    done = ops.popleft()[1]
+                    if not done.done():
+                        done.set_result(None)
+                    continue
+                batch: list[tuple[WriteOp, asyncio.Future[Any]]] = []
+                while ops and len(batch) < MAX_BATCH and _is_coroutine_op(ops[0][0]):
+                    batch.append(ops.popleft())
+                await self._run_batch(conn, batch)
+
+    def _drain_sync(self, c: sqlite3.Connection, loop: asyncio.AbstractEventLoop) -> None:
+        """On the database thread: commit the SyncOps at the head of the queue in batches,
+        back to back, answering each batch's callers through the event loop, until the
+        head is empty or another kind of write. Only this thread takes from the queue
+        while it runs (the loop waits for it); the loop only appends."""
+        ops = self._ops
+        while ops and isinstance(ops[0][0], SyncOp):
+            batch: list[tuple[SyncOp, asyncio.Future[Any]]] = []
+            while ops and len(batch) < MAX_BATCH and isinstance(ops[0][0], SyncOp):
+                batch.append(ops.popleft())  # type: ignore[arg-type]
+            try:
+                results = _run_sync_batch(c, batch)
+                self.batches += 1
+            except Exception:
+                _rollback_sync(c)
+                self._seq.clear()  # the cache may hold seqs of rolled-back messages
+                if len(batch) > 1:
+                    log.warning(
+                        "a write batch failed; retrying its operations one by one",
+                        exc_info=True,
+                    )
+                results = []
+                for item in batch:
+                    try:
+                        results += _run_sync_batch(c, [item])
+                        self.batches += 1
+                    except Exception as exc:
+                        _rollback_sync(c)
+                        self._seq.clear()
+                        results.append((item[1], None, exc))
+            self.batched_ops += len(batch)
+            loop.call_soon_threadsafe(_resolve, results)
 
     async def _run_batch(
         self, conn: aiosqlite.Connection, batch: list[tuple[WriteOp, asyncio.Future[Any]]]
     ) -> None:
         results: list[tuple[asyncio.Future[Any], Any, BaseException | None]] = []
         try:
-            if all(isinstance(op, SyncOp) for op, _ in batch):
-                # Only plain-function writes (messages under load): the whole transaction in
-                # one hop to the database thread.
-                results = await self._in_writer_thread(
-                    lambda c: _run_sync_batch(c, batch)  # type: ignore[arg-type]
-                )
-            else:
-                await conn.execute("BEGIN IMMEDIATE")
-                for op, fut in batch:
-                    try:
-                        results.append((fut, await op(conn), None))
-                    except DeskError as exc:  # refused before writing anything
-                        results.append((fut, None, exc))
-                await conn.execute("COMMIT")
+            await conn.execute("BEGIN IMMEDIATE")
+            for op, fut in batch:
+                try:
+                    results.append((fut, await op(conn), None))
+                except DeskError as exc:  # refused before writing anything
+                    results.append((fut, None, exc))
+            await conn.execute("COMMIT")
         except Exception as exc:
             await self._rollback(conn)
             if len(batch) == 1:
@@ -265,13 +309,7 @@ class SQLiteStore(SQLiteAttachments, SQLiteHandoffs, SQLiteStats):
             return
         self.batches += 1
         self.batched_ops += len(batch)
-        for fut, value, error in results:
-            if fut.done():
-                continue
-            if error is not None:
-                fut.set_exception(error)
-            else:
-                fut.set_result(value)
+        _resolve(results)
 
     async def _rollback(self, conn: aiosqlite.Connection) -> None:
         self._seq.clear()  # the cache may hold seqs of rolled-back messages
@@ -619,6 +657,26 @@ async def _on_db_thread(conn: aiosqlite.Connection, fn: Callable[[sqlite3.Connec
     # aiosqlite's own call path for its methods; it has no public "run this function".
     result: T = await conn._execute(fn, conn._conn)  # type: ignore[no-untyped-call]
     return result
+
+
+def _resolve(results: list[tuple[asyncio.Future[Any], Any, BaseException | None]]) -> None:
+    """Answer a committed batch's callers (on the event loop)."""
+    for fut, value, error in results:
+        if fut.done():  # the caller gave up waiting
+            continue
+        if error is not None:
+            fut.set_exception(error)
+        else:
+            fut.set_result(value)
+
+
+def _is_coroutine_op(op: WriteOp) -> bool:
+    return op is not _stop_op and not isinstance(op, SyncOp)
+
+
+def _rollback_sync(c: sqlite3.Connection) -> None:
+    if c.in_transaction:
+        c.execute("ROLLBACK")
 
 
 def _run_sync_batch(

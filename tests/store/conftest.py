@@ -14,11 +14,10 @@ from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
-import aiosqlite
 import pytest
 
 from chatd.core.ports import Store
-from chatd.store.sqlite import SQLiteStore
+from chatd.store.sqlite import SQLiteStore, SyncOp
 
 
 class Backend:
@@ -90,19 +89,16 @@ class SQLiteBackend(Backend):
             return [dict(r) for r in rows]
 
     async def failing_write(self, session_id: str) -> None:
-        async def op(conn: aiosqlite.Connection) -> None:
-            await conn.execute(
-                "UPDATE sessions SET topic = 'half-done write' WHERE id = ?", (session_id,)
-            )
-            cur = await conn.execute(
+        # A plain-function write, as message appends are: it joins their batches.
+        def op(c: sqlite3.Connection) -> None:
+            c.execute("UPDATE sessions SET topic = 'half-done write' WHERE id = ?", (session_id,))
+            row = c.execute(
                 "SELECT COUNT(*) FROM messages WHERE session_id = ?", (session_id,)
-            )
-            row = await cur.fetchone()
-            assert row is not None
+            ).fetchone()
             self.failing_write_saw.append(int(row[0]))
             raise RuntimeError("simulated driver failure")
 
-        await self.sqlite._write(op)
+        await self.sqlite._write(SyncOp(op))
 
     def commit_counters(self) -> tuple[int, int] | None:
         return self.sqlite.batches, self.sqlite.batched_ops

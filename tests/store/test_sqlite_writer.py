@@ -1,0 +1,86 @@
+"""The SQLite writer's two paths: plain-function writes (message appends), which the
+database thread commits batch after batch by itself, and coroutine writes (everything
+else), which the writer task runs a statement at a time. Writes of both kinds keep the
+order they were made in, and a failure in either fails alone."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import aiosqlite
+import pytest
+
+from chatd.core.errors import SessionClosed
+from chatd.store.sqlite import SQLiteStore
+from tests.store.helpers import T0, all_messages, create, end_note, ended, text, waiting_session
+
+
+@pytest.fixture
+async def store(tmp_path: Path) -> SQLiteStore:
+    s = SQLiteStore(tmp_path / "writer.db")
+    await s.open()
+    yield s  # type: ignore[misc]
+    await s.close()
+
+
+async def test_writes_of_both_kinds_keep_their_order(store: SQLiteStore) -> None:
+    session, _ = await create(store)
+    before = [store.append_message(text(session.id, f"before {i}", ts=T0 + i)) for i in range(5)]
+    end = store.end_session(
+        ended(session, T0 + 10), end_note(session.id, ts=T0 + 10), ["file"]
+    )
+    after = store.append_message(text(session.id, "after the end", ts=T0 + 11))
+    results = await asyncio.gather(*before, end, after, return_exceptions=True)
+
+    # Made before the end (a coroutine write): stored. Made after it: refused.
+    assert [m.seq for m, _ in results[:5]] == [1, 2, 3, 4, 5]  # type: ignore[misc]
+    assert results[5].seq == 6  # type: ignore[union-attr]
+    assert isinstance(results[6], SessionClosed)
+    stored = await all_messages(store, session.id)
+    assert [m.body for m in stored] == [f"before {i}" for i in range(5)] + [stored[5].body]
+
+
+async def test_a_failing_coroutine_write_fails_alone_in_its_batch(store: SQLiteStore) -> None:
+    sessions = [(await create(store, waiting_session(arrival_seq=i)))[0] for i in range(1, 6)]
+
+    def rename(session_id: str, topic: str, fail: bool = False):  # type: ignore[no-untyped-def]
+        async def op(conn: aiosqlite.Connection) -> None:
+            await conn.execute("UPDATE sessions SET topic = ? WHERE id = ?", (topic, session_id))
+            if fail:
+                raise RuntimeError("simulated driver failure")
+
+        return op
+
+    batches_before = store.batches
+    results = await asyncio.gather(
+        *(store._write(rename(s.id, f"renamed {i}")) for i, s in enumerate(sessions[:4])),
+        store._write(rename(sessions[4].id, "half-done", fail=True)),
+        return_exceptions=True,
+    )
+    assert results[:4] == [None] * 4
+    assert isinstance(results[4], RuntimeError)
+    # one failed batch, then each of its five writes in a transaction of its own
+    assert store.batches - batches_before == 4
+    topics = [(await store.get_session(s.id)).topic for s in sessions]  # type: ignore[union-attr]
+    assert topics == [f"renamed {i}" for i in range(4)] + [sessions[4].topic]
+
+
+async def test_every_append_is_answered_under_a_stream_of_writes(store: SQLiteStore) -> None:
+    # Appends keep arriving while the database thread commits; none is left unanswered,
+    # and they share commits.
+    session, _ = await create(store)
+    batches_before = store.batches
+
+    async def sender(k: int) -> list[int]:
+        seqs = []
+        for i in range(20):
+            msg, _ = await store.append_message(text(session.id, f"{k}/{i}", ts=T0 + i))
+            seqs.append(msg.seq)
+        return seqs
+
+    per_sender = await asyncio.wait_for(asyncio.gather(*(sender(k) for k in range(10))), 60)
+    assert sorted(seq for seqs in per_sender for seq in seqs) == list(range(1, 201))
+    assert all(seqs == sorted(seqs) for seqs in per_sender)
+    assert store.batches - batches_before < 200
+    assert len(await all_messages(store, session.id)) == 200
