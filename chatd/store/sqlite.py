@@ -14,6 +14,7 @@ that one bad operation fails alone.
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import logging
 import sqlite3
@@ -262,7 +263,10 @@ class SQLiteStore(SQLiteAttachments, SQLiteHandoffs, SQLiteStats):
             while ops and len(batch) < MAX_BATCH and isinstance(ops[0][0], SyncOp):
                 batch.append(ops.popleft())  # type: ignore[arg-type]
             try:
-                results = _run_sync_batch(c, batch)
+                if all(type(op) is AppendOp for op, _ in batch):
+                    results = self._append_batch_sync(c, batch)  # type: ignore[arg-type]
+                else:
+                    results = _run_sync_batch(c, batch)
                 self.batches += 1
             except Exception:
                 _rollback_sync(c)
@@ -566,9 +570,7 @@ class SQLiteStore(SQLiteAttachments, SQLiteHandoffs, SQLiteStats):
     # ------------------------------------------------------------------ messages
 
     async def append_message(self, message: NewMessage) -> tuple[Message, bool]:
-        return await self._write(
-            SyncOp(lambda c: self._append_sync(c, message))  # the hot path: see _run_batch
-        )
+        return await self._write(AppendOp(self, message))  # the hot path: see _drain_sync
 
     async def _append(
         self, conn: aiosqlite.Connection, m: NewMessage, *, require_open: bool = True
@@ -591,28 +593,23 @@ class SQLiteStore(SQLiteAttachments, SQLiteHandoffs, SQLiteStats):
         self, c: sqlite3.Connection, m: NewMessage, *, require_open: bool = True
     ) -> tuple[Message, bool]:
         last = self._seq.get(m.session_id)
-        if last is None or not require_open:
+        if not require_open:
             row = c.execute(
-                "SELECT state, (SELECT COALESCE(MAX(seq), 0) FROM messages"
+                "SELECT (SELECT COALESCE(MAX(seq), 0) FROM messages"
                 " WHERE session_id = sessions.id) FROM sessions WHERE id = ?",
                 (m.session_id,),
             ).fetchone()
-            if row is None or (require_open and row[0] not in OPEN):
+            if row is None:
                 raise SessionClosed("the session has ended")
-            last = int(row[1])
-            if require_open:
-                self._seq[m.session_id] = last
+            last = int(row[0])
+        elif last is None:
+            last = self._seq[m.session_id] = self._open_session_seq(c, m.session_id)
         seq = last + 1
         cur = c.execute(
-            "INSERT INTO messages (id, session_id, seq, ts, sender_role, sender_id,"
-            " sender_name, kind, body, client_msg_id, attachment, event)"
-            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
-            " ON CONFLICT (session_id, client_msg_id) WHERE client_msg_id IS NOT NULL"
+            _insert_messages_sql(1)
+            + " ON CONFLICT (session_id, client_msg_id) WHERE client_msg_id IS NOT NULL"
             " DO NOTHING",
-            (
-                m.id, m.session_id, seq, m.ts, m.sender.role, m.sender.id, m.sender.name,
-                m.kind.value, m.body, m.client_msg_id, _dumps(m.attachment), _dumps(m.event),
-            ),
+            _message_row(m, seq),
         )
         if cur.rowcount == 1:
             if require_open:
@@ -629,6 +626,56 @@ class SQLiteStore(SQLiteAttachments, SQLiteHandoffs, SQLiteStats):
             # The other side's id: not a retry of this sender's message. Nothing was written.
             raise Conflict("client_msg_id is already used in this session by another sender")
         return existing, False
+
+    def _append_batch_sync(
+        self, c: sqlite3.Connection, batch: list[tuple[AppendOp, asyncio.Future[Any]]]
+    ) -> list[tuple[asyncio.Future[Any], Any, BaseException | None]]:
+        """Message appends, up to 64 rows in one INSERT statement that is its own
+        transaction: one statement a batch rather than BEGIN, an insert each and COMMIT.
+        It matters because each statement lets go of the GIL and must take it back from a
+        busy event loop. A retried ``client_msg_id`` makes the statement fail as a whole
+        (nothing of it is kept), and those rows take the one-by-one path, which answers
+        a retry with the stored message."""
+        out: list[tuple[asyncio.Future[Any], Any, BaseException | None]] = []
+        for start in range(0, len(batch), _ROWS_PER_INSERT):
+            chunk = batch[start:start + _ROWS_PER_INSERT]
+            rows: list[Any] = []
+            answers: list[tuple[asyncio.Future[Any], Any, BaseException | None]] = []
+            last_seq: dict[str, int] = {}
+            for op, fut in chunk:
+                m = op.message
+                last = last_seq.get(m.session_id)
+                if last is None:
+                    last = self._seq.get(m.session_id)
+                if last is None:
+                    try:
+                        last = self._open_session_seq(c, m.session_id)
+                    except SessionClosed as exc:
+                        answers.append((fut, None, exc))
+                        continue
+                seq = last_seq[m.session_id] = last + 1
+                rows += _message_row(m, seq)
+                answers.append((fut, (Message.stored(m, seq), True), None))
+            if rows:
+                try:
+                    c.execute(_insert_messages_sql(len(rows) // _MESSAGE_FIELDS), rows)
+                except sqlite3.IntegrityError:  # a retry among them: nothing was written
+                    out += _run_sync_batch(c, chunk)
+                    continue
+                self._seq.update(last_seq)
+            out += answers
+        return out
+
+    def _open_session_seq(self, c: sqlite3.Connection, session_id: str) -> int:
+        """The last seq of an open session (SessionClosed if it is not open)."""
+        row = c.execute(
+            "SELECT state, (SELECT COALESCE(MAX(seq), 0) FROM messages"
+            " WHERE session_id = sessions.id) FROM sessions WHERE id = ?",
+            (session_id,),
+        ).fetchone()
+        if row is None or row[0] not in OPEN:
+            raise SessionClosed("the session has ended")
+        return int(row[1])
 
     async def messages_after(self, session_id: str, after_seq: int, limit: int) -> list[Message]:
         rows = await self._all(
@@ -650,6 +697,40 @@ class SyncOp:
 
     async def __call__(self, conn: aiosqlite.Connection) -> Any:
         return await _on_db_thread(conn, self.fn)
+
+
+class AppendOp(SyncOp):
+    """A message append: the one write that comes in floods. Batches made only of these
+    insert their rows a few statements at a time (SQLiteStore._append_batch_sync)."""
+
+    __slots__ = ("message",)
+
+    def __init__(self, store: SQLiteStore, message: NewMessage) -> None:
+        super().__init__(lambda c: store._append_sync(c, message))
+        self.message = message
+
+
+def _message_row(m: NewMessage, seq: int) -> tuple[Any, ...]:
+    return (
+        m.id, m.session_id, seq, m.ts, m.sender.role, m.sender.id, m.sender.name,
+        m.kind.value, m.body, m.client_msg_id, _dumps(m.attachment), _dumps(m.event),
+    )
+
+
+_MESSAGE_FIELDS = 12
+_MESSAGE_PLACEHOLDERS = "(" + ", ".join("?" * _MESSAGE_FIELDS) + ")"
+_ROWS_PER_INSERT = 64
+
+
+@functools.lru_cache(maxsize=_ROWS_PER_INSERT)
+def _insert_messages_sql(rows: int) -> str:
+    """An insert of ``rows`` messages. No conflict clause: a duplicate ``client_msg_id``
+    fails the whole statement."""
+    return (
+        "INSERT INTO messages (id, session_id, seq, ts, sender_role, sender_id,"
+        " sender_name, kind, body, client_msg_id, attachment, event) VALUES "
+        + ", ".join([_MESSAGE_PLACEHOLDERS] * rows)
+    )
 
 
 async def _on_db_thread(conn: aiosqlite.Connection, fn: Callable[[sqlite3.Connection], T]) -> T:
@@ -680,7 +761,7 @@ def _rollback_sync(c: sqlite3.Connection) -> None:
 
 
 def _run_sync_batch(
-    c: sqlite3.Connection, batch: list[tuple[SyncOp, asyncio.Future[Any]]]
+    c: sqlite3.Connection, batch: Sequence[tuple[SyncOp, asyncio.Future[Any]]]
 ) -> list[tuple[asyncio.Future[Any], Any, BaseException | None]]:
     """One transaction for a batch of SyncOps, on the database thread. Futures are only
     collected here; they are resolved on the event loop after the commit."""

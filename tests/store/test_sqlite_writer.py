@@ -11,7 +11,8 @@ from pathlib import Path
 import aiosqlite
 import pytest
 
-from chatd.core.errors import SessionClosed
+from chatd.core.errors import Conflict, SessionClosed
+from chatd.core.models import Sender
 from chatd.store.sqlite import SQLiteStore
 from tests.store.helpers import T0, all_messages, create, end_note, ended, text, waiting_session
 
@@ -84,3 +85,30 @@ async def test_every_append_is_answered_under_a_stream_of_writes(store: SQLiteSt
     assert all(seqs == sorted(seqs) for seqs in per_sender)
     assert store.batches - batches_before < 200
     assert len(await all_messages(store, session.id)) == 200
+
+
+async def test_a_retry_inside_a_batch_is_answered_with_the_stored_message(
+    store: SQLiteStore,
+) -> None:
+    session, _ = await create(store)
+    engineer = Sender("engineer", "eng-1", "Alex")
+    first = text(session.id, "hello", client_msg_id="c-1")
+    retry = text(session.id, "hello", client_msg_id="c-1")
+    stolen = text(session.id, "not yours", client_msg_id="c-1", sender=engineer)
+    others = [text(session.id, f"other {i}", client_msg_id=f"o-{i}") for i in range(3)]
+    results = await asyncio.gather(
+        store.append_message(others[0]),
+        store.append_message(first),
+        store.append_message(others[1]),
+        store.append_message(retry),
+        store.append_message(stolen),
+        store.append_message(others[2]),
+        return_exceptions=True,
+    )
+    (o0, new0), (m1, new1), (o1, _), (m2, new2) = results[:4]  # type: ignore[misc]
+    assert new0 and new1 and not new2
+    assert m2 == m1 and m2.id == first.id
+    assert isinstance(results[4], Conflict)
+    stored = await all_messages(store, session.id)
+    assert [m.seq for m in stored] == [1, 2, 3, 4]
+    assert [m.id for m in stored] == [others[0].id, first.id, others[1].id, others[2].id]
