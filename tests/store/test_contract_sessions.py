@@ -295,8 +295,8 @@ async def test_assignment_and_its_message_commit_together(backend: Backend) -> N
     eng = await add_engineer(s, "alex@vendor.example")
     session, first = await create(s, first="hello")
     assert first is not None
-    # The message cannot be stored (its id is taken), so the assignment must not be either.
-    broken = dataclasses.replace(join_note(session.id, T0 + 10), id=first.id)
+    # The message cannot be stored (it has no body), so the assignment must not be either.
+    broken = dataclasses.replace(join_note(session.id, T0 + 10), body=None)
     with pytest.raises(Exception):  # noqa: B017 - any failure will do, but it must be atomic
         await s.assign_session(assigned(session, eng, T0 + 10), WAITING_OR_OFFERED, broken)
     assert await s.get_session(session.id) == session
@@ -399,8 +399,8 @@ async def test_end_is_atomic(backend: Backend) -> None:
     s = backend.store
     session, first = await create(s, first="hello")
     assert first is not None
-    # The end message cannot be stored (its id is taken): nothing of the end may remain.
-    broken = dataclasses.replace(end_note(session.id, ts=T0 + 5), id=first.id)
+    # The end message cannot be stored (it has no body): nothing of the end may remain.
+    broken = dataclasses.replace(end_note(session.id, ts=T0 + 5), body=None)
     with pytest.raises(Exception):  # noqa: B017 - any failure will do, but it must be atomic
         await s.end_session(ended(session, T0 + 5), broken, ["file", "webhook"])
     assert await s.get_session(session.id) == session
