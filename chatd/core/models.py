@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import enum
+import functools
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -59,6 +60,12 @@ def iso(ts: float | None) -> str | None:
     """Seconds since the epoch as ISO 8601 UTC with milliseconds, e.g. 2026-01-02T03:04:05.678Z."""
     if ts is None:
         return None
+    return _iso(ts)
+
+
+@functools.lru_cache(maxsize=1024)
+def _iso(ts: float) -> str:
+    # A message's time is written out for its ack and again for its relay: once is enough.
     return datetime.fromtimestamp(ts, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
