@@ -142,7 +142,12 @@ class SQLiteStore(SQLiteAttachments, SQLiteHandoffs, SQLiteStats):
         self._ops: deque[tuple[WriteOp, asyncio.Future[Any]]] = deque()
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
-        self._seq: dict[str, int] = {}  # last seq of recently written open sessions
+        # The writer's view of open sessions it has written to: the last seq, and every
+        # client_msg_id with its seq (retries are recognised here; the database does not
+        # index client_msg_id). Loaded from the database on first use, forgotten when the
+        # session ends or a transaction rolls back.
+        self._seq: dict[str, int] = {}
+        self._client_ids: dict[str, dict[str, int]] = {}
         self._version = 0
         self.batches = 0  # number of commits, for tests and benchmarks
         self.batched_ops = 0
@@ -269,24 +274,34 @@ class SQLiteStore(SQLiteAttachments, SQLiteHandoffs, SQLiteStats):
                     results = _run_sync_batch(c, batch)
                 self.batches += 1
             except Exception:
-                _rollback_sync(c)
-                self._seq.clear()  # the cache may hold seqs of rolled-back messages
-                if len(batch) > 1:
-                    log.warning(
-                        "a write batch failed; retrying its operations one by one",
-                        exc_info=True,
-                    )
-                results = []
-                for item in batch:
-                    try:
-                        results += _run_sync_batch(c, [item])
-                        self.batches += 1
-                    except Exception as exc:
-                        _rollback_sync(c)
-                        self._seq.clear()
-                        results.append((item[1], None, exc))
+                results = self._one_by_one(c, batch)
             self.batched_ops += len(batch)
             loop.call_soon_threadsafe(_resolve, results)
+
+    def _one_by_one(
+        self, c: sqlite3.Connection, batch: Sequence[tuple[SyncOp, asyncio.Future[Any]]]
+    ) -> list[tuple[asyncio.Future[Any], Any, BaseException | None]]:
+        """After a failed batch: roll back, then each operation in a transaction of its own,
+        so that one bad operation fails alone."""
+        _rollback_sync(c)
+        self._forget_sessions()  # the caches may hold rows that were rolled back
+        if len(batch) > 1:
+            log.warning("a write batch failed; retrying its operations one by one",
+                        exc_info=True)
+        results: list[tuple[asyncio.Future[Any], Any, BaseException | None]] = []
+        for item in batch:
+            try:
+                results += _run_sync_batch(c, [item])
+                self.batches += 1
+            except Exception as exc:
+                _rollback_sync(c)
+                self._forget_sessions()
+                results.append((item[1], None, exc))
+        return results
+
+    def _forget_sessions(self) -> None:
+        self._seq.clear()
+        self._client_ids.clear()
 
     async def _run_batch(
         self, conn: aiosqlite.Connection, batch: list[tuple[WriteOp, asyncio.Future[Any]]]
@@ -316,7 +331,7 @@ class SQLiteStore(SQLiteAttachments, SQLiteHandoffs, SQLiteStats):
         _resolve(results)
 
     async def _rollback(self, conn: aiosqlite.Connection) -> None:
-        self._seq.clear()  # the cache may hold seqs of rolled-back messages
+        self._forget_sessions()  # the caches may hold rows that were rolled back
         try:
             await conn.execute("ROLLBACK")
         except Exception:  # no transaction was open
@@ -460,6 +475,7 @@ class SQLiteStore(SQLiteAttachments, SQLiteHandoffs, SQLiteStats):
                 ),
             )
             self._seq[session.id] = 0
+            self._client_ids[session.id] = {}
             if first is None:
                 return None
             msg, _ = await self._append(conn, first)
@@ -537,6 +553,7 @@ class SQLiteStore(SQLiteAttachments, SQLiteHandoffs, SQLiteStats):
                     (str(uuid.uuid4()), session.id, backend, now, now, now),
                 )
             self._seq.pop(session.id, None)
+            self._client_ids.pop(session.id, None)
             return msg
 
         return await self._write(op)
@@ -592,40 +609,66 @@ class SQLiteStore(SQLiteAttachments, SQLiteHandoffs, SQLiteStats):
     def _append_sync(
         self, c: sqlite3.Connection, m: NewMessage, *, require_open: bool = True
     ) -> tuple[Message, bool]:
-        last = self._seq.get(m.session_id)
-        if not require_open:
+        sid, cid = m.session_id, m.client_msg_id
+        known: int | None = None
+        ids: dict[str, int] | None = None
+        if require_open:
+            last, ids = self._open_session(c, sid)
+            if cid is not None:
+                known = ids.get(cid)
+        else:
             row = c.execute(
                 "SELECT (SELECT COALESCE(MAX(seq), 0) FROM messages"
                 " WHERE session_id = sessions.id) FROM sessions WHERE id = ?",
-                (m.session_id,),
+                (sid,),
             ).fetchone()
             if row is None:
                 raise SessionClosed("the session has ended")
             last = int(row[0])
-        elif last is None:
-            last = self._seq[m.session_id] = self._open_session_seq(c, m.session_id)
+            if cid is not None:
+                hit = c.execute(
+                    "SELECT seq FROM messages WHERE session_id = ? AND client_msg_id = ?",
+                    (sid, cid),
+                ).fetchone()
+                known = None if hit is None else int(hit[0])
+        if known is not None:
+            row = c.execute(
+                f"SELECT {_MESSAGE_COLUMNS} FROM messages WHERE session_id = ? AND seq = ?",
+                (sid, known),
+            ).fetchone()
+            existing = _message_from_row(row)
+            if (existing.sender.role, existing.sender.id) != (m.sender.role, m.sender.id):
+                # The other side's id: not a retry of this sender's message. Nothing written.
+                raise Conflict("client_msg_id is already used in this session by another sender")
+            return existing, False
         seq = last + 1
-        cur = c.execute(
-            _insert_messages_sql(1)
-            + " ON CONFLICT (session_id, client_msg_id) WHERE client_msg_id IS NOT NULL"
-            " DO NOTHING",
-            _message_row(m, seq),
-        )
-        if cur.rowcount == 1:
-            if require_open:
-                self._seq[m.session_id] = seq
-            return Message.stored(m, seq), True
+        c.execute(_insert_messages_sql(1), _message_row(m, seq))
+        if ids is not None:
+            self._seq[sid] = seq
+            if cid is not None:
+                ids[cid] = seq
+        return Message.stored(m, seq), True
+
+    def _open_session(self, c: sqlite3.Connection, sid: str) -> tuple[int, dict[str, int]]:
+        """The last seq and the client_msg_ids of an open session, from the writer's
+        caches or else the database (SessionClosed if it is not open)."""
+        last = self._seq.get(sid)
+        if last is not None:
+            return last, self._client_ids[sid]
         row = c.execute(
-            f"SELECT {_MESSAGE_COLUMNS} FROM messages WHERE session_id = ? AND client_msg_id = ?",
-            (m.session_id, m.client_msg_id),
+            "SELECT state, (SELECT COALESCE(MAX(seq), 0) FROM messages"
+            " WHERE session_id = sessions.id) FROM sessions WHERE id = ?",
+            (sid,),
         ).fetchone()
-        if row is None:  # pragma: no cover - only a broken seq cache gets here
-            raise RuntimeError("message insert ignored without a duplicate")
-        existing = _message_from_row(row)
-        if (existing.sender.role, existing.sender.id) != (m.sender.role, m.sender.id):
-            # The other side's id: not a retry of this sender's message. Nothing was written.
-            raise Conflict("client_msg_id is already used in this session by another sender")
-        return existing, False
+        if row is None or row[0] not in OPEN:
+            raise SessionClosed("the session has ended")
+        ids = dict(c.execute(
+            "SELECT client_msg_id, seq FROM messages"
+            " WHERE session_id = ? AND client_msg_id IS NOT NULL",
+            (sid,),
+        ).fetchall())
+        self._seq[sid], self._client_ids[sid] = int(row[1]), ids
+        return int(row[1]), ids
 
     def _append_batch_sync(
         self, c: sqlite3.Connection, batch: list[tuple[AppendOp, asyncio.Future[Any]]]
@@ -633,49 +676,49 @@ class SQLiteStore(SQLiteAttachments, SQLiteHandoffs, SQLiteStats):
         """Message appends, up to 64 rows in one INSERT statement that is its own
         transaction: one statement a batch rather than BEGIN, an insert each and COMMIT.
         It matters because each statement lets go of the GIL and must take it back from a
-        busy event loop. A retried ``client_msg_id`` makes the statement fail as a whole
-        (nothing of it is kept), and those rows take the one-by-one path, which answers
-        a retry with the stored message."""
+        busy event loop. A chunk holding a retry (a ``client_msg_id`` already stored or
+        twice in the chunk) goes through the one-by-one path, which answers a retry with
+        the stored message."""
         out: list[tuple[asyncio.Future[Any], Any, BaseException | None]] = []
         for start in range(0, len(batch), _ROWS_PER_INSERT):
             chunk = batch[start:start + _ROWS_PER_INSERT]
             rows: list[Any] = []
             answers: list[tuple[asyncio.Future[Any], Any, BaseException | None]] = []
             last_seq: dict[str, int] = {}
+            new_ids: dict[tuple[str, str], int] = {}
+            retry = False
             for op, fut in chunk:
                 m = op.message
-                last = last_seq.get(m.session_id)
-                if last is None:
-                    last = self._seq.get(m.session_id)
+                sid, cid = m.session_id, m.client_msg_id
+                last = last_seq.get(sid)
                 if last is None:
                     try:
-                        last = self._open_session_seq(c, m.session_id)
+                        last = self._open_session(c, sid)[0]
                     except SessionClosed as exc:
                         answers.append((fut, None, exc))
                         continue
-                seq = last_seq[m.session_id] = last + 1
+                if cid is not None:
+                    if cid in self._client_ids[sid] or (sid, cid) in new_ids:
+                        retry = True
+                        break
+                    new_ids[sid, cid] = last + 1
+                seq = last_seq[sid] = last + 1
                 rows += _message_row(m, seq)
                 answers.append((fut, (Message.stored(m, seq), True), None))
+            if retry:
+                out += _run_sync_batch(c, chunk)
+                continue
             if rows:
                 try:
                     c.execute(_insert_messages_sql(len(rows) // _MESSAGE_FIELDS), rows)
-                except sqlite3.IntegrityError:  # a retry among them: nothing was written
-                    out += _run_sync_batch(c, chunk)
+                except Exception:
+                    out += self._one_by_one(c, chunk)
                     continue
                 self._seq.update(last_seq)
+                for (sid, cid), seq in new_ids.items():
+                    self._client_ids[sid][cid] = seq
             out += answers
         return out
-
-    def _open_session_seq(self, c: sqlite3.Connection, session_id: str) -> int:
-        """The last seq of an open session (SessionClosed if it is not open)."""
-        row = c.execute(
-            "SELECT state, (SELECT COALESCE(MAX(seq), 0) FROM messages"
-            " WHERE session_id = sessions.id) FROM sessions WHERE id = ?",
-            (session_id,),
-        ).fetchone()
-        if row is None or row[0] not in OPEN:
-            raise SessionClosed("the session has ended")
-        return int(row[1])
 
     async def messages_after(self, session_id: str, after_seq: int, limit: int) -> list[Message]:
         rows = await self._all(
@@ -724,8 +767,7 @@ _ROWS_PER_INSERT = 64
 
 @functools.lru_cache(maxsize=_ROWS_PER_INSERT)
 def _insert_messages_sql(rows: int) -> str:
-    """An insert of ``rows`` messages. No conflict clause: a duplicate ``client_msg_id``
-    fails the whole statement."""
+    """An insert of ``rows`` messages (retries are recognised before, by the writer)."""
     return (
         "INSERT INTO messages (id, session_id, seq, ts, sender_role, sender_id,"
         " sender_name, kind, body, client_msg_id, attachment, event) VALUES "

@@ -13,7 +13,7 @@ from chatd.store.sqlite import SQLiteStore
 from tests.store.helpers import T0, all_messages, create, text
 
 
-async def test_version_5_keeps_messages_and_drops_the_id_index(
+async def test_versions_5_and_6_keep_messages_and_drop_two_indexes(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     path = tmp_path / "old.db"
@@ -34,7 +34,8 @@ async def test_version_5_keeps_messages_and_drops_the_id_index(
     try:
         assert await new.ready()
         assert await all_messages(new, session.id) == before
-        # A retry of an old message is still recognised; a new one gets the next seq.
+        # A retry of a message stored before the upgrade is still recognised (the writer
+        # reads the session's client_msg_ids); a new one gets the next seq.
         again, created = await new.append_message(text(session.id, "m4", client_msg_id="c4"))
         assert (again, created) == (before[4], False)
         nxt, _ = await new.append_message(text(session.id, "after", client_msg_id="c5"))
@@ -48,5 +49,6 @@ async def test_version_5_keeps_messages_and_drops_the_id_index(
             for (name,) in con.execute("SELECT name FROM pragma_index_list('messages')")
             for row in con.execute("SELECT name FROM pragma_index_info(?)", (name,))
         }
-        assert indexed == {"session_id", "seq", "client_msg_id"}
-        assert con.execute("SELECT MAX(version) FROM schema_version").fetchone() == (5,)
+        # ids and client_msg_ids are not indexed any more; (session_id, seq) still is
+        assert indexed == {"session_id", "seq"}
+        assert con.execute("SELECT MAX(version) FROM schema_version").fetchone() == (6,)
