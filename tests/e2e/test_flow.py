@@ -98,3 +98,35 @@ async def test_events_about_an_ended_chat_answer_session_closed(chatd_factory: A
     other, _ = await guest(chatd, "Mallory")
     r = await call(other, "/customer", "typing", {"session_id": sid, "typing": True})
     assert r["error"]["code"] == "not_found"
+
+
+async def test_a_room_event_reaches_every_member_but_the_sender(chatd_factory: Any) -> None:
+    from tests.e2e.helpers import Inbox, call, start_chat
+
+    chatd = await chatd_factory()
+    eng, eng_in = await engineer(chatd, "alex@example.com", name="Alex")
+    token = await chatd.login("alex@example.com")
+    tabs = [await chatd.client("/engineer", {"token": token}) for _ in range(2)]
+    tab_in = [Inbox(t, "/engineer") for t in tabs]
+    cust, cust_in = await guest(chatd)
+    sid, _ = await start_chat(chatd, eng, eng_in, cust)
+
+    await call(cust, "/customer", "message:send",
+               {"session_id": sid, "client_msg_id": "c1", "body": "to every tab"})
+    for inbox in (eng_in, *tab_in):
+        await inbox.wait_for("message:new", lambda d: d["message"]["body"] == "to every tab")
+
+    sent = await call(tabs[0], "/engineer", "message:send",
+                      {"session_id": sid, "client_msg_id": "e1", "body": "from tab one"})
+    assert sent["ok"], sent
+    for inbox in (cust_in, eng_in, tab_in[1]):
+        await inbox.wait_for("message:new", lambda d: d["message"]["body"] == "from tab one")
+    # One tab goes away; the others still hear the chat.
+    await tabs[1].disconnect()
+    await call(cust, "/customer", "message:send",
+               {"session_id": sid, "client_msg_id": "c2", "body": "still there?"})
+    for inbox in (eng_in, tab_in[0]):
+        await inbox.wait_for("message:new", lambda d: d["message"]["body"] == "still there?")
+    # The sender never hears its own message back.
+    assert not [d for d in tab_in[0].named("message:new")
+                if d["message"]["body"] == "from tab one"]
