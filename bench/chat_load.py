@@ -75,7 +75,9 @@ def add_arguments(group: argparse._ArgumentGroup) -> None:
     group.add_argument("--body-size", type=int, default=100,
                        help="characters per message body (default %(default)s)")
     group.add_argument("--targets", default="relay,chatd",
-                       help="comma-separated, from relay and chatd (default %(default)s)")
+                       help="comma-separated, from relay, chatd and relay-inline: the relay"
+                            " with chatd's room manager, for comparison"
+                            " (default %(default)s)")
     group.add_argument("--sqlite-synchronous", choices=["full", "normal"],
                        help="chatd's SQLite synchronous mode (default: chatd's own default)")
     group.add_argument("--rounds", type=int, default=1,
@@ -95,8 +97,8 @@ async def run(args: argparse.Namespace) -> Report:
     if capacity > 100:
         raise BenchError("at most 100 chats per engineer: raise --engineers")
     targets = [t.strip() for t in args.targets.split(",") if t.strip()]
-    if not targets or set(targets) - {"relay", "chatd"}:
-        raise BenchError("--targets takes relay and/or chatd")
+    if not targets or set(targets) - {"relay", "chatd", "relay-inline"}:
+        raise BenchError("--targets takes relay, chatd and/or relay-inline")
     print(
         f"chat: {pairs} pairs ({engineers} engineer sockets x up to {capacity} chats,"
         f" {pairs} customer sockets), {args.warmup:g} s warm-up + {args.seconds:g} s"
@@ -160,6 +162,11 @@ async def run(args: argparse.Namespace) -> Report:
               + ("" if not busy else "  (unreliable: the machine was busy)"), flush=True)
     else:
         report["passed"] = None
+    if "relay-inline" in report and "chatd" in report and report["relay-inline"]["msgs_per_s"]:
+        extra = report["chatd"]["msgs_per_s"] / report["relay-inline"]["msgs_per_s"]
+        report["ratio_to_relay_inline"] = round(extra, 3)
+        print(f"chatd/relay-inline throughput: {extra:.2f} (for comparison; not the bar)",
+              flush=True)
     return report
 
 
@@ -169,7 +176,7 @@ def _skewed(figures: dict[str, Any]) -> bool:
 
 
 _HEADER = (
-    f"{'target':<13}{'msgs/s':>9}{'p50 ms':>9}{'p99 ms':>9}{'max ms':>9}"
+    f"{'target':<18}{'msgs/s':>9}{'p50 ms':>9}{'p99 ms':>9}{'max ms':>9}"
     f"{'acked':>9}{'delivered':>11}{'errors':>8}{'server CPU':>12}{'us/msg':>8}"
     f"{'load CPU':>10}{'other CPU':>11}"
 )
@@ -184,7 +191,7 @@ def _row(target: str, f: dict[str, Any]) -> str:
 
     errors = f["timeouts"] + sum(f["errors"].values())
     return (
-        f"{target:<13}{f['msgs_per_s']:>9.0f}{ms(f['p50_ms']):>9}{ms(f['p99_ms']):>9}"
+        f"{target:<18}{f['msgs_per_s']:>9.0f}{ms(f['p50_ms']):>9}{ms(f['p99_ms']):>9}"
         f"{ms(f['max_ms']):>9}{f['acked_total']:>9}{f['delivered']:>11}{errors:>8}"
         f"{pct(f['server_cpu_pct']):>12}{ms(f['server_cpu_us_per_msg']):>8}"
         f"{pct(f['loadgen_cpu_pct']):>10}{pct(f['other_cpu_pct']):>11}"
@@ -198,7 +205,9 @@ async def _measure(
         if target == "chatd":
             server, url, engineer_specs, customer_specs = await _chatd(tmp, args, capacity)
         else:
-            server, url, engineer_specs, customer_specs = await _relay(tmp, args)
+            server, url, engineer_specs, customer_specs = await _relay(
+                tmp, args, inline=target == "relay-inline"
+            )
         stack.push_async_callback(server.stop)
         workers: list[Child] = []
         for k in range(args.workers):
@@ -312,11 +321,12 @@ async def _chatd(
 
 
 async def _relay(
-    tmp: Path, args: argparse.Namespace
+    tmp: Path, args: argparse.Namespace, *, inline: bool = False
 ) -> tuple[Child, str, list[dict[str, Any]], list[dict[str, Any]]]:
     port = free_port()
+    argv = [sys.executable, "-m", "bench.relay", "--host", "127.0.0.1", "--port", str(port)]
     server = await start_child(
-        "relay", [sys.executable, "-m", "bench.relay", "--host", "127.0.0.1", "--port", str(port)],
+        "relay", argv + (["--inline-emit"] if inline else []),
         env=_plain_env(), cwd=tmp, log=tmp / "relay.log",
     )
     url = f"http://127.0.0.1:{port}"

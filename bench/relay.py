@@ -20,6 +20,7 @@ import socketio
 from aiohttp import web
 
 from chatd.cli import event_loop
+from chatd.web.sockets import Manager
 
 NAMESPACES = ("/customer", "/engineer")
 
@@ -28,9 +29,13 @@ def _room(session_id: str) -> str:
     return f"session:{session_id}"
 
 
-def create_app() -> web.Application:
+def create_app(*, inline_emit: bool = False) -> web.Application:
+    # ``inline_emit``: chatd's room manager (an event sent to each member in turn) instead
+    # of the library's (a task per recipient), to compare like with like.
+    options: dict[str, Any] = {"client_manager": Manager()} if inline_emit else {}
     sio = socketio.AsyncServer(
-        async_mode="aiohttp", cors_allowed_origins=[], logger=False, engineio_logger=False
+        async_mode="aiohttp", cors_allowed_origins=[], logger=False, engineio_logger=False,
+        **options,
     )
     app = web.Application()
     sio.attach(app)
@@ -85,9 +90,12 @@ def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(prog="python -m bench.relay", description=__doc__)
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, required=True)
+    p.add_argument("--inline-emit", action="store_true",
+                   help="use chatd's room manager (sends to each member in turn)")
     args = p.parse_args(argv)
-    web.run_app(create_app(), host=args.host, port=args.port, print=None, access_log=None,
-                shutdown_timeout=5.0, loop=event_loop())  # the same loop as chatd
+    web.run_app(create_app(inline_emit=args.inline_emit), host=args.host, port=args.port,
+                print=None, access_log=None, shutdown_timeout=5.0,
+                loop=event_loop())  # the same loop as chatd
 
 
 if __name__ == "__main__":
