@@ -16,7 +16,6 @@ import hashlib
 import hmac
 import os
 import secrets
-import uuid
 from bisect import insort
 from collections import OrderedDict, deque
 from collections.abc import Callable
@@ -165,9 +164,12 @@ class RandomIds:
         if at + 16 > len(self._pool):
             self._pool, at = os.urandom(4096), 0
         self._at = at + 16
-        return str(uuid.UUID(bytes=self._pool[at:at + 16], version=4))
+        h = self._pool[at:at + 16].hex()
+        # the version (4) and variant (10xx) bits, as uuid.UUID(..., version=4) sets them
+        return (f"{h[:8]}-{h[8:12]}-4{h[13:16]}-{_VARIANT[h[16]]}{h[17:20]}-{h[20:]}")
 
 
+_VARIANT = {f"{n:x}": f"{8 + n % 4:x}" for n in range(16)}
 _new_id = RandomIds()
 
 

@@ -746,11 +746,15 @@ class AppendOp(SyncOp):
     """A message append: the one write that comes in floods. Batches made only of these
     insert their rows a few statements at a time (SQLiteStore._append_batch_sync)."""
 
-    __slots__ = ("message",)
+    __slots__ = ("message", "store")
 
     def __init__(self, store: SQLiteStore, message: NewMessage) -> None:
-        super().__init__(lambda c: store._append_sync(c, message))
+        # No super().__init__: ``fn`` is the method below, not a stored function.
+        self.store = store
         self.message = message
+
+    def fn(self, c: sqlite3.Connection) -> Any:
+        return self.store._append_sync(c, self.message)
 
 
 def _message_row(m: NewMessage, seq: int) -> tuple[Any, ...]:

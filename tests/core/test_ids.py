@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import uuid
 
+import pytest
+
 from chatd.core.desk import RandomIds
 from chatd.core.models import iso
 
@@ -22,3 +24,12 @@ def test_iso_is_the_same_string_every_time() -> None:
     assert iso(1_767_225_600.5) == "2026-01-01T00:00:00.500Z"
     assert iso(1_767_225_600.5) == "2026-01-01T00:00:00.500Z"
     assert iso(None) is None
+
+
+def test_ids_are_what_uuid_makes_of_the_same_bytes(monkeypatch: pytest.MonkeyPatch) -> None:
+    pool = bytes(k for k in range(256) for _ in range(16))  # id k: sixteen bytes k
+    monkeypatch.setattr("chatd.core.desk.os.urandom", lambda n: pool[:n])
+    ids = RandomIds()
+    for k in range(256):
+        expected = uuid.UUID(bytes=pool[16 * k:16 * k + 16], version=4)
+        assert ids() == str(expected)
