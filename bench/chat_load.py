@@ -80,7 +80,7 @@ def add_arguments(group: argparse._ArgumentGroup) -> None:
                             " (default %(default)s)")
     group.add_argument("--sqlite-synchronous", choices=["full", "normal"],
                        help="chatd's SQLite synchronous mode (default: chatd's own default)")
-    group.add_argument("--rounds", type=int, default=1,
+    group.add_argument("--rounds", type=int, default=3,
                        help="measure each target this many times, alternating; the round"
                             " with the best throughput is reported (default %(default)s)")
     group.add_argument("--profile-chatd", metavar="FILE",
