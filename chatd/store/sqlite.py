@@ -303,6 +303,10 @@ class SQLiteStore(SQLiteAttachments, SQLiteHandoffs, SQLiteStats):
         self._seq.clear()
         self._client_ids.clear()
 
+    def _forget_session(self, session_id: str) -> None:
+        self._seq.pop(session_id, None)
+        self._client_ids.pop(session_id, None)
+
     async def _run_batch(
         self, conn: aiosqlite.Connection, batch: list[tuple[WriteOp, asyncio.Future[Any]]]
     ) -> None:
@@ -499,6 +503,8 @@ class SQLiteStore(SQLiteAttachments, SQLiteHandoffs, SQLiteStats):
                     session.id,
                 ),
             )
+            if session.state.value not in OPEN:  # the writer's caches hold open sessions only
+                self._forget_session(session.id)
 
         await self._write(op)
 
@@ -552,8 +558,7 @@ class SQLiteStore(SQLiteAttachments, SQLiteHandoffs, SQLiteStats):
                     " created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?)",
                     (str(uuid.uuid4()), session.id, backend, now, now, now),
                 )
-            self._seq.pop(session.id, None)
-            self._client_ids.pop(session.id, None)
+            self._forget_session(session.id)
             return msg
 
         return await self._write(op)

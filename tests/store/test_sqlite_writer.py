@@ -6,13 +6,14 @@ order they were made in, and a failure in either fails alone."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 from pathlib import Path
 
 import aiosqlite
 import pytest
 
 from chatd.core.errors import Conflict, SessionClosed
-from chatd.core.models import Sender
+from chatd.core.models import Sender, SessionState
 from chatd.store.sqlite import SQLiteStore
 from tests.store.helpers import T0, all_messages, create, end_note, ended, text, waiting_session
 
@@ -112,3 +113,18 @@ async def test_a_retry_inside_a_batch_is_answered_with_the_stored_message(
     stored = await all_messages(store, session.id)
     assert [m.seq for m in stored] == [1, 2, 3, 4]
     assert [m.id for m in stored] == [others[0].id, first.id, others[1].id, others[2].id]
+
+
+async def test_a_session_closed_by_a_state_change_takes_no_more_messages(
+    store: SQLiteStore,
+) -> None:
+    session, _ = await create(store)
+    await store.append_message(text(session.id, "written while open", client_msg_id="c1"))
+    closed = dataclasses.replace(session, state=SessionState.ABANDONED)
+    await store.save_session_state(closed)
+    with pytest.raises(SessionClosed):
+        await store.append_message(text(session.id, "too late", client_msg_id="c2"))
+    # a retry of a message from when it was open is refused the same way
+    with pytest.raises(SessionClosed):
+        await store.append_message(text(session.id, "written while open", client_msg_id="c1"))
+    assert [m.body for m in await all_messages(store, session.id)] == ["written while open"]
