@@ -60,10 +60,12 @@ async def errors_middleware(request: web.Request, handler: Handler) -> web.Strea
         return error_response("bad_request", str(exc))
     except web.HTTPException as exc:
         if exc.status >= 400 and request.path.startswith("/api/"):
-            code = {404: "not_found", 405: "bad_request", 413: "too_large"}.get(
-                exc.status, "bad_request"
-            )
-            return error_response(code, exc.reason)
+            code = {404: "not_found", 413: "too_large"}.get(exc.status, "bad_request")
+            response = error_response(code, exc.reason)
+            if exc.status == 405:  # a wrong method: say so, and which ones the path takes
+                response.set_status(405, exc.reason)
+                response.headers["Allow"] = exc.headers.get("Allow", "")
+            return response
         raise
     except Exception:
         log.exception("%s %s failed", request.method, request.path)

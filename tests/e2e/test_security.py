@@ -181,3 +181,16 @@ async def test_message_rate_limit_answers_rate_limited(chatd_factory: Any) -> No
                        {"session_id": sid, "client_msg_id": f"m{i}", "body": "spam"})
         codes.append("ok" if r["ok"] else r["error"]["code"])
     assert "rate_limited" in codes and codes[0] == "ok"
+
+
+async def test_a_wrong_method_under_api_answers_405_with_allow(chatd_factory: Any) -> None:
+    chatd = await chatd_factory()
+    async with aiohttp.ClientSession() as http:
+        async with http.get(chatd.url + "/api/login") as r:
+            assert r.status == 405
+            assert "POST" in r.headers["Allow"]
+            body = await r.json()
+            assert body["ok"] is False and body["error"]["code"] == "bad_request"
+        async with http.delete(chatd.url + "/api/no-such-thing") as r:
+            assert r.status == 404
+            assert (await r.json())["error"]["code"] == "not_found"
