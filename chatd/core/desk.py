@@ -248,8 +248,13 @@ class Desk:
         severity: int = 3,
         message: str | None = None,
         client_msg_id: str | None = None,
+        request_id: str | None = None,
     ) -> tuple[dict[str, Any], str, Effects]:
-        """Queue a new chat. Returns the session (with position), its resume token, effects."""
+        """Queue a new chat. Returns the session (with position), its resume token, effects.
+
+        A retry of a request (same customer, same ``request_id``) whose chat is still open
+        answers that chat again, with a fresh resume token (the earlier one stops working):
+        the customer may never have received the first answer."""
         topic = topic.strip()
         if not topic:
             raise BadRequest("topic must not be empty")
@@ -258,6 +263,8 @@ class Desk:
         async with self._lock:
             for s in self._sessions.values():
                 if s.customer.id == customer.id:
+                    if request_id is not None and s.request_id == request_id:
+                        return await self._answer_again(s)
                     raise Conflict(
                         "you already have an open chat; resume it or end it first",
                         session_id=s.id,
@@ -272,6 +279,7 @@ class Desk:
                 customer=customer,
                 created_at=now,
                 arrival_seq=self._arrival_seq,
+                request_id=request_id,
             )
             token = new_token()
             first = None
@@ -300,6 +308,14 @@ class Desk:
             self._flush_queue_update(now, fx)
             wire = session.to_wire(position=position, estimate=estimate)
             return wire, token, fx
+
+    async def _answer_again(self, session: Session) -> tuple[dict[str, Any], str, Effects]:
+        token = new_token()
+        if not await self.store.set_resume_token_hash(session.id, hash_token(token)):
+            raise SessionClosed("the session has ended")  # pragma: no cover - ended meanwhile
+        position = self._position(session)
+        wire = session.to_wire(position=position, estimate=self._estimate(position))
+        return wire, token, []
 
     async def verify_resume_token(self, session_id: str, token: str) -> Session:
         """The session a resume token opens (open or closed), or Unauthorized."""

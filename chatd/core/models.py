@@ -206,6 +206,9 @@ class Session:
     end_reason: EndReason | None = None
     resolution: str | None = None
     ticket: dict[str, Any] | None = None
+    # the customer's id for the chat:request that opened it: a retry of that request
+    # (its answer lost) gets this session again instead of a conflict
+    request_id: str | None = None
     meta: dict[str, Any] = field(default_factory=dict)
 
     @property

@@ -98,6 +98,10 @@ class Store(Protocol):
 
     async def get_session(self, session_id: str) -> Session | None: ...
 
+    async def set_resume_token_hash(self, session_id: str, resume_token_hash: str) -> bool:
+        """Replace an open session's resume token; False if it is not open."""
+        ...
+
     async def resume_token_hash(self, session_id: str) -> str | None: ...
 
     async def recent_handle_times(self, since: float, limit: int) -> list[float]:

@@ -58,7 +58,7 @@ _SESSION_COLUMNS = """
     s.id, s.state, s.topic, s.severity, s.customer_id, s.customer_name, s.customer_email,
     s.customer_account, s.customer_tier, s.created_at, s.arrival_seq, s.engineer_id,
     s.assigned_at, s.first_assigned_at, s.ended_at, s.ended_by, s.end_reason, s.resolution,
-    s.ticket, e.email, e.name, e.role
+    s.ticket, e.email, e.name, e.role, s.request_id
 """
 _SESSION_FROM = "FROM sessions s LEFT JOIN engineers e ON e.id = s.engineer_id"
 _MESSAGE_COLUMNS = """
@@ -97,6 +97,7 @@ def _session_from_row(r: Sequence[Any]) -> Session:
         end_reason=EndReason(r[16]) if r[16] else None,
         resolution=r[17],
         ticket=json.loads(r[18]) if r[18] else None,
+        request_id=r[22],
     )
 
 
@@ -471,11 +472,11 @@ class SQLiteStore(SQLiteAttachments, SQLiteHandoffs, SQLiteStats):
             await conn.execute(
                 "INSERT INTO sessions (id, state, topic, severity, customer_id, customer_name,"
                 " customer_email, customer_account, customer_tier, created_at, arrival_seq,"
-                " resume_token_hash) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                " resume_token_hash, request_id) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (
                     session.id, session.state.value, session.topic, session.severity, c.id,
                     c.name, c.email, c.account, c.tier.value, session.created_at,
-                    session.arrival_seq, resume_token_hash,
+                    session.arrival_seq, resume_token_hash, session.request_id,
                 ),
             )
             self._seq[session.id] = 0
@@ -575,6 +576,17 @@ class SQLiteStore(SQLiteAttachments, SQLiteHandoffs, SQLiteStats):
         row = await self._one(f"SELECT {_SESSION_COLUMNS} {_SESSION_FROM} WHERE s.id = ?",
                               (session_id,))
         return _session_from_row(row) if row else None
+
+    async def set_resume_token_hash(self, session_id: str, resume_token_hash: str) -> bool:
+        async def op(conn: aiosqlite.Connection) -> bool:
+            cur = await conn.execute(
+                "UPDATE sessions SET resume_token_hash = ? WHERE id = ?"
+                " AND state IN ('waiting', 'offered', 'active')",
+                (resume_token_hash, session_id),
+            )
+            return cur.rowcount == 1
+
+        return await self._write(op)
 
     async def resume_token_hash(self, session_id: str) -> str | None:
         row = await self._one("SELECT resume_token_hash FROM sessions WHERE id = ?",

@@ -37,6 +37,7 @@ class ChatRequest(Event):
     severity: Severity = 3
     message: Annotated[str, msgspec.Meta(max_length=MAX_TEXT_LENGTH)] | None = None
     client_msg_id: ClientMsgId | None = None
+    request_id: ClientMsgId | None = None
 
 
 class CustomerResume(Event):

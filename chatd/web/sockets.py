@@ -353,7 +353,7 @@ class CustomerNamespace(BaseNamespace):
         if conn.customer is None:
             raise Unauthorized("this connection has no customer identity")
         session, token, fx = await self.desk.request_chat(
-            conn.customer, p.topic, p.severity, p.message, p.client_msg_id
+            conn.customer, p.topic, p.severity, p.message, p.client_msg_id, p.request_id
         )
         await self._attach(sid, conn, session["id"], conn.customer)
         await self.emitter.emit(fx, sid)

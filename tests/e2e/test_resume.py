@@ -85,3 +85,33 @@ async def test_signed_customer_with_open_chat_cannot_open_a_second(chatd_factory
     r2 = await call(c2, "/customer", "chat:request", {"topic": "two"})
     assert r2["error"]["code"] == "conflict"
     assert r2["error"]["details"]["session_id"] == r["session"]["id"]
+
+
+async def test_a_retried_chat_request_gets_the_same_chat_and_a_working_token(
+    chatd_factory: Any,
+) -> None:
+    chatd = await chatd_factory()
+    token = customer_jwt("acme-7", name="Carol")
+    cust = await chatd.client("/customer", {"token": token})
+    ask = {"topic": "Cannot log in", "message": "Help", "client_msg_id": "c0",
+           "request_id": "req-1"}
+    first = await call(cust, "/customer", "chat:request", ask)
+    assert first["ok"], first
+    sid = first["session"]["id"]
+    # The answer was lost: the widget reconnects and asks again with the same request id.
+    await cust.disconnect()
+    again_conn = await chatd.client("/customer", {"token": token})
+    again = await call(again_conn, "/customer", "chat:request", ask)
+    assert again["ok"], again
+    assert again["session"]["id"] == sid and again["session"]["position"] == 1
+    other = await call(again_conn, "/customer", "chat:request",
+                       {**ask, "request_id": "req-2"})
+    assert other["error"]["code"] == "conflict"
+    # The new token resumes the chat, with the first message stored once.
+    r = await call(again_conn, "/customer", "session:resume",
+                   {"session_id": sid, "resume_token": again["resume_token"]})
+    assert r["ok"], r
+    assert [m["body"] for m in r["messages"]] == ["Help"]
+    stale = await call(again_conn, "/customer", "session:resume",
+                       {"session_id": sid, "resume_token": first["resume_token"]})
+    assert stale["error"]["code"] == "unauthorized"

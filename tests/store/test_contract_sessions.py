@@ -100,6 +100,32 @@ async def test_resume_token_hash_is_kept_per_session(backend: Backend) -> None:
     assert await s.resume_token_hash(two.id) == "hash-two"
 
 
+async def test_resume_token_of_an_open_session_can_be_replaced(backend: Backend) -> None:
+    s = backend.store
+    one, _ = await create(s, waiting_session(arrival_seq=1), resume_hash="hash-one")
+    two, _ = await create(s, waiting_session(arrival_seq=2), resume_hash="hash-two")
+    assert await s.set_resume_token_hash(one.id, "hash-one-again") is True
+    assert await s.resume_token_hash(one.id) == "hash-one-again"
+    assert await s.resume_token_hash(two.id) == "hash-two"
+    await s.end_session(ended(two, T0 + 5), end_note(two.id, ts=T0 + 5), [])
+    assert await s.set_resume_token_hash(two.id, "too-late") is False
+    assert await s.resume_token_hash(two.id) == "hash-two"
+    assert await s.set_resume_token_hash("no-such-session", "x") is False
+
+
+async def test_request_id_is_kept_with_the_session(backend: Backend) -> None:
+    s = backend.store
+    asked = dataclasses.replace(waiting_session(arrival_seq=1), request_id="req-1")
+    plain, _ = await create(s, waiting_session(arrival_seq=2))
+    await create(s, asked)
+    assert (await s.get_session(asked.id)) == asked
+    assert {x.id: x.request_id for x in await s.open_sessions()} == {
+        asked.id: "req-1", plain.id: None
+    }
+    fresh = await backend.reopen()
+    assert (await fresh.get_session(asked.id)) == asked
+
+
 # ---------------------------------------------------------------------------- the queue
 
 

@@ -27,6 +27,7 @@ export class Widget {
       guest: `chatd:${cfg.server}:guest`,
     };
     this.socket = null;
+    this.startIds = null; // ids of the chat request being made, reused by its retries
     this.connected = false;
     this.wantConnection = false;
     this.session = null; // the session object from the server
@@ -876,17 +877,27 @@ export class Widget {
         return;
       }
       const first = this.firstInput.value.trim();
-      const res = await call(this.socket, 'chat:request', {
+      // Kept until a request succeeds: a retry of a request whose answer was lost finds
+      // the chat it opened (docs/protocol.md, chat:request).
+      if (!this.startIds) this.startIds = { request: clientMsgId(), message: clientMsgId() };
+      const ask = {
         topic: this.topicInput.value.trim(),
         severity: Number(this.severityInput.value),
-        ...(first ? { message: first, client_msg_id: clientMsgId() } : {}),
-      });
+        request_id: this.startIds.request,
+        ...(first ? { message: first, client_msg_id: this.startIds.message } : {}),
+      };
+      let res = await call(this.socket, 'chat:request', ask);
+      const lost = !res.ok && res.error && ['timeout', 'disconnected'].includes(res.error.code);
+      if (lost && (this.socket.connected || (await this.reconnectNow()))) {
+        res = await call(this.socket, 'chat:request', ask);
+      }
       if (!res.ok) {
         const code = res.error && res.error.code;
         this.startError.textContent = code === 'conflict' ? t.chatOpenElsewhere : t.errorGeneric;
         show(this.startError, true);
         return;
       }
+      this.startIds = null;
       this.creds = { session_id: res.session.id, resume_token: res.resume_token };
       this.saveCreds();
       this.engineersOnline = res.engineers_online;
