@@ -693,49 +693,50 @@ class SQLiteStore(SQLiteAttachments, SQLiteHandoffs, SQLiteStats):
         """Message appends, up to 64 rows in one INSERT statement that is its own
         transaction: one statement a batch rather than BEGIN, an insert each and COMMIT.
         It matters because each statement lets go of the GIL and must take it back from a
-        busy event loop. A chunk holding a retry (a ``client_msg_id`` already stored or
-        twice in the chunk) goes through the one-by-one path, which answers a retry with
-        the stored message."""
+        busy event loop. Each chunk of rows commits on its own, so a chunk that fails
+        goes one by one by itself, and the chunks before it stay answered as stored."""
         out: list[tuple[asyncio.Future[Any], Any, BaseException | None]] = []
         for start in range(0, len(batch), _ROWS_PER_INSERT):
             chunk = batch[start:start + _ROWS_PER_INSERT]
-            rows: list[Any] = []
-            answers: list[tuple[asyncio.Future[Any], Any, BaseException | None]] = []
-            last_seq: dict[str, int] = {}
-            new_ids: dict[tuple[str, str], int] = {}
-            retry = False
-            for op, fut in chunk:
-                m = op.message
-                sid, cid = m.session_id, m.client_msg_id
-                last = last_seq.get(sid)
-                if last is None:
-                    try:
-                        last = self._open_session(c, sid)[0]
-                    except SessionClosed as exc:
-                        answers.append((fut, None, exc))
-                        continue
-                if cid is not None:
-                    if cid in self._client_ids[sid] or (sid, cid) in new_ids:
-                        retry = True
-                        break
-                    new_ids[sid, cid] = last + 1
-                seq = last_seq[sid] = last + 1
-                rows += _message_row(m, seq)
-                answers.append((fut, (Message.stored(m, seq), True), None))
-            if retry:
-                out += _run_sync_batch(c, chunk)
-                continue
-            if rows:
-                try:
-                    c.execute(_insert_messages_sql(len(rows) // _MESSAGE_FIELDS), rows)
-                except Exception:
-                    out += self._one_by_one(c, chunk)
-                    continue
-                self._seq.update(last_seq)
-                for (sid, cid), seq in new_ids.items():
-                    self._client_ids[sid][cid] = seq
-            out += answers
+            try:
+                out += self._append_chunk_sync(c, chunk)
+            except Exception:
+                out += self._one_by_one(c, chunk)
         return out
+
+    def _append_chunk_sync(
+        self, c: sqlite3.Connection, chunk: list[tuple[AppendOp, asyncio.Future[Any]]]
+    ) -> list[tuple[asyncio.Future[Any], Any, BaseException | None]]:
+        """One INSERT for the chunk; a chunk holding a retry (a ``client_msg_id`` already
+        stored, or twice in the chunk) goes through the one-by-one path instead, which
+        answers a retry with the stored message."""
+        rows: list[Any] = []
+        answers: list[tuple[asyncio.Future[Any], Any, BaseException | None]] = []
+        last_seq: dict[str, int] = {}
+        new_ids: dict[tuple[str, str], int] = {}
+        for op, fut in chunk:
+            m = op.message
+            sid, cid = m.session_id, m.client_msg_id
+            last = last_seq.get(sid)
+            if last is None:
+                try:
+                    last = self._open_session(c, sid)[0]
+                except SessionClosed as exc:
+                    answers.append((fut, None, exc))
+                    continue
+            if cid is not None:
+                if cid in self._client_ids[sid] or (sid, cid) in new_ids:
+                    return _run_sync_batch(c, chunk)
+                new_ids[sid, cid] = last + 1
+            seq = last_seq[sid] = last + 1
+            rows += _message_row(m, seq)
+            answers.append((fut, (Message.stored(m, seq), True), None))
+        if rows:
+            c.execute(_insert_messages_sql(len(rows) // _MESSAGE_FIELDS), rows)
+            self._seq.update(last_seq)
+            for (sid, cid), seq in new_ids.items():
+                self._client_ids[sid][cid] = seq
+        return answers
 
     async def messages_after(self, session_id: str, after_seq: int, limit: int) -> list[Message]:
         rows = await self._all(

@@ -128,3 +128,25 @@ async def test_a_session_closed_by_a_state_change_takes_no_more_messages(
     with pytest.raises(SessionClosed):
         await store.append_message(text(session.id, "written while open", client_msg_id="c1"))
     assert [m.body for m in await all_messages(store, session.id)] == ["written while open"]
+
+
+async def test_a_failing_row_fails_alone_in_a_batch_of_several_inserts(
+    store: SQLiteStore,
+) -> None:
+    # 70 appends: the first 64 rows are one insert, the rest another, which holds a retry
+    # of the first message (so it goes one by one) and a row the database refuses.
+    session, _ = await create(store)
+    msgs = [text(session.id, f"m{i}", client_msg_id=f"c{i}") for i in range(70)]
+    msgs[65] = text(session.id, "m0", client_msg_id="c0")
+    msgs[66] = dataclasses.replace(msgs[66], body=None)  # type: ignore[arg-type]
+    results = await asyncio.gather(
+        *(store.append_message(m) for m in msgs), return_exceptions=True
+    )
+    assert [i for i, r in enumerate(results) if isinstance(r, BaseException)] == [66]
+    first, created = results[0]  # type: ignore[misc]
+    assert created and results[65] == (first, False)
+    fresh = [r for i, r in enumerate(results) if i not in (65, 66)]
+    assert all(created for _, created in fresh)  # type: ignore[misc]
+    rows = await all_messages(store, session.id)
+    assert [m.seq for m in rows] == list(range(1, 69))
+    assert sorted(m.id for m in rows) == sorted(m.id for m, _ in fresh)  # type: ignore[misc]
