@@ -5,6 +5,7 @@ import { h, clear, show, uid, clientMsgId, icon, ICON_CLIP } from '../shared/dom
 import { STRINGS, clockTime } from '../shared/i18n.js';
 import { formatBytes } from '../shared/text.js';
 import { ThreadView } from '../shared/thread.js';
+import { showSignIn } from '../shared/signin.js';
 import { uploadFile, requestJson, connectErrorCode, call, TRANSIENT } from '../shared/http.js';
 
 const T = STRINGS.en;
@@ -421,38 +422,13 @@ class ConsoleApp {
   // ------------------------------------------------------------------ login
 
   showLogin(message) {
-    clear(this.root);
-    const email = h('input', { class: 'input', id: 'login-email', type: 'email', name: 'email', autocomplete: 'username', required: true });
-    const password = h('input', { class: 'input', id: 'login-password', type: 'password', name: 'password', autocomplete: 'current-password', required: true });
-    const error = h('p', { class: 'form-error', role: 'alert', hidden: !message, text: message || '' });
-    const button = h('button', { class: 'btn btn--primary btn--block', type: 'submit', text: 'Sign in' });
-    const form = h('form', { class: 'login__card', 'aria-labelledby': 'login-title' },
-      h('div', { class: 'brand brand--big' }, h('span', { class: 'brand__mark', 'aria-hidden': 'true' }), 'chatd'),
-      h('h1', { id: 'login-title', text: 'Support console' }),
-      h('p', { class: 'muted', text: 'Sign in to take chats from the queue.' }),
-      error,
-      h('label', { class: 'field' }, h('span', { class: 'field__label', text: 'Email' }), email),
-      h('label', { class: 'field' }, h('span', { class: 'field__label', text: 'Password' }), password),
-      button);
-    form.addEventListener('submit', async (e) => {
-      e.preventDefault();
-      this.ensureAudio();
-      button.disabled = true;
-      const res = await requestJson('/api/login', {
-        method: 'POST', credentials: 'same-origin',
-        body: { email: email.value.trim(), password: password.value },
-      });
-      button.disabled = false;
-      if (res.status === 200 && res.body && res.body.engineer) {
-        this.start(res.body.engineer);
-        return;
-      }
-      error.textContent = (res.body && res.body.error && res.body.error.message) || 'Sign-in failed.';
-      show(error, true);
-      password.select();
+    showSignIn(this.root, {
+      title: 'Support console',
+      intro: 'Sign in to take chats from the queue.',
+      message,
+      onSubmit: () => this.ensureAudio(),
+      onSignedIn: (engineer) => this.start(engineer),
     });
-    this.root.append(h('main', { class: 'login' }, form));
-    email.focus();
   }
 
   // ------------------------------------------------------------------ the desk

@@ -4,6 +4,7 @@
 import { io } from 'socket.io-client';
 import { h, clear, show } from '../shared/dom.js';
 import { requestJson, connectErrorCode } from '../shared/http.js';
+import { showSignIn } from '../shared/signin.js';
 import { TimeChart } from './chart.js';
 
 const POLL_MS = 5000;
@@ -94,42 +95,14 @@ class MonitorApp {
 
   showLogin(message) {
     this.stop();
-    clear(this.root);
     document.title = 'chatd monitor';
-    const email = h('input', { class: 'input', id: 'login-email', type: 'email', name: 'email', autocomplete: 'username', required: true });
-    const password = h('input', { class: 'input', id: 'login-password', type: 'password', name: 'password', autocomplete: 'current-password', required: true });
-    const error = h('p', { class: 'form-error', role: 'alert', hidden: !message, text: message || '' });
-    const button = h('button', { class: 'btn btn--primary btn--block', type: 'submit', text: 'Sign in' });
-    const form = h('form', { class: 'login__card', 'aria-labelledby': 'login-title' },
-      h('div', { class: 'brand brand--big' }, h('span', { class: 'brand__mark', 'aria-hidden': 'true' }), 'chatd'),
-      h('h1', { id: 'login-title', text: 'Desk monitor' }),
-      h('p', { class: 'muted', text: 'Sign in as a support lead to watch the queue and the service level.' }),
-      error,
-      h('label', { class: 'field' }, h('span', { class: 'field__label', text: 'Email' }), email),
-      h('label', { class: 'field' }, h('span', { class: 'field__label', text: 'Password' }), password),
-      button);
-    form.addEventListener('submit', async (e) => {
-      e.preventDefault();
-      button.disabled = true;
-      const res = await requestJson('/api/login', {
-        method: 'POST', credentials: 'same-origin',
-        body: { email: email.value.trim(), password: password.value },
-      });
-      button.disabled = false;
-      const engineer = res.status === 200 && res.body && res.body.engineer;
-      if (engineer && engineer.role === 'lead') {
-        this.start(engineer);
-        return;
-      }
-      error.textContent = engineer
-        ? this.notLead(engineer)
-        : (res.body && res.body.error && res.body.error.message) || 'Sign-in failed.';
-      show(error, true);
-      password.value = '';
-      password.focus();
+    showSignIn(this.root, {
+      title: 'Desk monitor',
+      intro: 'Sign in as a support lead to watch the queue and the service level.',
+      message,
+      refuse: (engineer) => (engineer.role === 'lead' ? null : this.notLead(engineer)),
+      onSignedIn: (engineer) => this.start(engineer),
     });
-    this.root.append(h('main', { class: 'login' }, form));
-    email.focus();
   }
 
   loggedOut(message) {
