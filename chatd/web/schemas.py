@@ -116,6 +116,7 @@ class CustomerAuth(msgspec.Struct):
 
 class EngineerAuth(msgspec.Struct):
     token: Token | None = None
+    watch: bool = False  # only listen to the desk-wide events (the monitor page)
 
 
 T = TypeVar("T")

@@ -29,7 +29,7 @@ from ..core.desk import (
     engineer_room,
     hash_token,
 )
-from ..core.errors import DeskError, RateLimited, TooLarge, Unauthorized
+from ..core.errors import DeskError, Forbidden, RateLimited, TooLarge, Unauthorized
 from ..core.models import Customer, Engineer, EngineerStatus, Message
 from ..core.ratelimit import KeyedLimiter, TokenBucket
 from . import schemas as s
@@ -411,6 +411,7 @@ class EngineerConn:
     engineer: Engineer
     token_hash: str
     bucket: TokenBucket
+    watch: bool = False  # listens to the desk-wide events; not on the desk, sends nothing
 
 
 class EngineerNamespace(BaseNamespace):
@@ -444,7 +445,13 @@ class EngineerNamespace(BaseNamespace):
             engineer=engineer,
             token_hash=hash_token(token or ""),
             bucket=TokenBucket(self.clock, self.limits.message_rate, self.limits.message_burst),
+            watch=creds.watch,
         )
+        if creds.watch:
+            # The monitor page: queue, alert and banner events, and no presence on the desk
+            # (it is not an engineer online, available or away).
+            await self.enter_room(sid, ENGINEERS_ROOM)
+            return True
         await self.enter_room(sid, engineer_room(engineer.id))
         await self.enter_room(sid, ENGINEERS_ROOM)
         me = self.desk.engineer_connected(engineer)
@@ -453,7 +460,7 @@ class EngineerNamespace(BaseNamespace):
 
     async def on_disconnect(self, sid: str) -> None:
         conn = self.conns.pop(sid, None)
-        if conn is None:
+        if conn is None or conn.watch:
             return
         await self.emitter.emit(await self.desk.engineer_disconnected(conn.engineer.id))
 
@@ -461,6 +468,8 @@ class EngineerNamespace(BaseNamespace):
         conn = self.conns.get(sid)
         if conn is None:
             raise Unauthorized("not connected")
+        if conn.watch:
+            raise Forbidden("this connection only watches (auth.watch); connect without it")
         return conn
 
     async def disconnect_tokens(self, token_hashes: set[str]) -> int:

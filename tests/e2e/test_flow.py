@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from chatd.core.models import Role
 from tests.e2e.helpers import engineer, guest
 
 
@@ -130,3 +131,32 @@ async def test_a_room_event_reaches_every_member_but_the_sender(chatd_factory: A
     # The sender never hears its own message back.
     assert not [d for d in tab_in[0].named("message:new")
                 if d["message"]["body"] == "from tab one"]
+
+
+async def test_a_watching_connection_hears_the_queue_but_is_not_on_the_desk(
+    chatd_factory: Any,
+) -> None:
+    from tests.e2e.helpers import Inbox, call
+
+    chatd = await chatd_factory()
+    await chatd.add_engineer("lena@example.com", name="Lena", role=Role.LEAD)
+    token = await chatd.login("lena@example.com")
+    monitor = await chatd.client("/engineer", {"token": token, "watch": True})
+    watched = Inbox(monitor, "/engineer")
+    cust, _ = await guest(chatd)
+    r = await call(cust, "/customer", "chat:request", {"topic": "Cannot log in"})
+    assert r["ok"] and r["engineers_online"] == 0  # the lead watching is not "online"
+    update = await watched.wait_for("queue:update", lambda d: d["length"] == 1)
+    assert update["engineers_online"] == 0
+    assert watched.named("engineer:status") == []
+    # It takes no part in the desk, and the lead's console connection still can.
+    refused = await call(monitor, "/engineer", "engineer:status", {"status": "available"})
+    assert refused["error"]["code"] == "forbidden"
+    console = await chatd.client("/engineer", {"token": token})
+    Inbox(console, "/engineer")
+    ok = await call(console, "/engineer", "engineer:status", {"status": "available"})
+    assert ok["ok"], ok
+    # Closing the monitor changes nothing for the lead's presence.
+    await monitor.disconnect()
+    snap = await call(console, "/engineer", "queue:snapshot", {})
+    assert snap["me"]["status"] == "available" and snap["me"]["online"] is True

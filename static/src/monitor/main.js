@@ -334,7 +334,8 @@ class MonitorApp {
   // ------------------------------------------------------------------ live data
 
   connect() {
-    const socket = io('/engineer', { withCredentials: true, reconnectionDelay: 500, reconnectionDelayMax: 5000 });
+    // watch: listen to the desk-wide events without counting as an engineer on the desk
+    const socket = io('/engineer', { withCredentials: true, auth: { watch: true }, reconnectionDelay: 500, reconnectionDelayMax: 5000 });
     this.socket = socket;
     socket.on('connect', () => {
       this.setConn(true);
