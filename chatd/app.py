@@ -8,6 +8,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from aiohttp import web
+from aiohttp.typedefs import Middleware
 
 from .config import Settings
 from .core.clock import Clock, SystemClock
@@ -19,7 +20,12 @@ from .metrics import Metrics
 from .store import store_from_url
 from .web import keys
 from .web.attachments import setup_attachments
-from .web.http import errors_middleware, headers_middleware, setup_routes
+from .web.http import (
+    client_address_middleware,
+    errors_middleware,
+    headers_middleware,
+    setup_routes,
+)
 from .web.monitoring import Monitor, desk_observers, setup_monitoring
 from .web.sockets import Limits, Sockets
 
@@ -63,7 +69,10 @@ def create_app(
 ) -> web.Application:
     clock = clock or SystemClock()
     store = store or store_from_url(settings.database_url)
-    app = web.Application(middlewares=[headers_middleware, errors_middleware])
+    middlewares: list[Middleware] = [headers_middleware, errors_middleware]
+    if settings.trusted_proxies:  # first: every handler (and Socket.IO) sees the client
+        middlewares.insert(0, client_address_middleware(settings.trusted_proxies))
+    app = web.Application(middlewares=middlewares)
     metrics = Metrics()  # a registry per app: no process-wide metric state
     observer, alert_webhook = desk_observers(settings, clock, metrics)
     desk = Desk(store, clock, desk_settings(settings), observer=observer)

@@ -8,6 +8,7 @@ with its name, and nothing starts. The table of settings is docs/configuration.m
 from __future__ import annotations
 
 import dataclasses
+import ipaddress
 import os
 import tomllib
 from collections.abc import Callable, Mapping
@@ -45,6 +46,7 @@ class Settings:
     allow_guests: bool = False
     allowed_origins: tuple[str, ...] = ()
     public_url: str = ""
+    trusted_proxies: tuple[str, ...] = ()
     offer_timeout: float = 30.0
     grace_seconds: float = 60.0
     wait_target_seconds: float = 300.0
@@ -152,6 +154,20 @@ def _as_origins(v: Any) -> tuple[str, ...]:
     return tuple(out)
 
 
+def _as_networks(v: Any) -> tuple[str, ...]:
+    items = v if isinstance(v, list) else str(v).split(",")
+    out = []
+    for item in items:
+        text = str(item).strip()
+        if not text:
+            continue
+        try:
+            out.append(str(ipaddress.ip_network(text, strict=False)))
+        except ValueError:
+            raise ValueError(f"{text!r} is not an IP address or network like 10.0.0.0/8") from None
+    return tuple(out)
+
+
 def _as_choice(*choices: str) -> Callable[[Any], str]:
     def parse(v: Any) -> str:
         s = str(v).strip().lower()
@@ -253,6 +269,7 @@ _PARSERS: dict[str, Callable[[Any], Any]] = {
     "allow_guests": _as_bool,
     "allowed_origins": _as_origins,
     "public_url": _as_str,
+    "trusted_proxies": _as_networks,
     "offer_timeout": _as_float(1, 3600),
     "grace_seconds": _as_float(0, 86400),
     "wait_target_seconds": _as_float(1, 86400),

@@ -62,3 +62,11 @@ def test_toml_file_and_environment_precedence(tmp_path: Path) -> None:
         load_settings({}, cfg)
     with pytest.raises(ConfigError, match="unsupported database URL scheme"):
         load_settings({"CHATD_DATABASE_URL": "mysql://x"})
+
+
+def test_trusted_proxies_are_addresses_or_networks() -> None:
+    s = load_settings({"CHATD_TRUSTED_PROXIES": "10.0.0.0/8, 127.0.0.1 ,::1"})
+    assert s.trusted_proxies == ("10.0.0.0/8", "127.0.0.1/32", "::1/128")
+    assert load_settings({}).trusted_proxies == ()
+    with pytest.raises(ConfigError, match="'proxy.local' is not an IP address or network"):
+        load_settings({"CHATD_TRUSTED_PROXIES": "10.0.0.1,proxy.local"})

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import logging
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -9,6 +10,7 @@ from typing import Annotated, Any
 
 import msgspec
 from aiohttp import web
+from aiohttp.typedefs import Middleware
 
 from .. import accounts
 from ..core.desk import hash_token
@@ -70,6 +72,36 @@ async def errors_middleware(request: web.Request, handler: Handler) -> web.Strea
     except Exception:
         log.exception("%s %s failed", request.method, request.path)
         return error_response("internal", "internal error")
+
+
+def client_address_middleware(trusted: tuple[str, ...]) -> Middleware:
+    """Behind trusted reverse proxies, ``request.remote`` becomes the client's address
+    from ``X-Forwarded-For``: the nearest address in it that is not a trusted proxy.
+    Without ``trusted_proxies`` the peer address stays (a client cannot forge its own)."""
+    networks = [ipaddress.ip_network(n) for n in trusted]
+
+    def is_trusted(addr: str) -> bool:
+        try:
+            ip = ipaddress.ip_address(addr)
+        except ValueError:
+            return False
+        return any(ip in net for net in networks)
+
+    @web.middleware
+    async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+        peer = request.remote
+        forwarded = request.headers.getall("X-Forwarded-For", [])
+        if not networks or not forwarded or peer is None or not is_trusted(peer):
+            return await handler(request)
+        hops = [h.strip() for value in forwarded for h in value.split(",") if h.strip()]
+        client = peer
+        for hop in reversed(hops):  # the nearest first: only trusted proxies append honestly
+            client = hop
+            if not is_trusted(hop):
+                break
+        return await handler(request.clone(remote=client))
+
+    return middleware
 
 
 @web.middleware

@@ -194,3 +194,35 @@ async def test_a_wrong_method_under_api_answers_405_with_allow(chatd_factory: An
         async with http.delete(chatd.url + "/api/no-such-thing") as r:
             assert r.status == 404
             assert (await r.json())["error"]["code"] == "not_found"
+
+
+async def _connect_from(chatd: Any, forwarded_for: str) -> str | None:
+    """A guest connect carrying X-Forwarded-For: None if accepted, else the refusal."""
+    auth = {"guest": {"name": "Carol", "email": "c@example.org"}}
+    headers = {"X-Forwarded-For": forwarded_for}
+    c = socketio.AsyncClient(reconnection=False)
+    try:
+        await c.connect(chatd.url, namespaces=["/customer"], auth=auth, headers=headers,
+                        transports=["websocket"], wait_timeout=5)
+    except socketio.exceptions.ConnectionError:
+        return await refused(chatd, "/customer", auth, headers=headers)
+    await c.disconnect()
+    return None
+
+
+async def test_behind_a_trusted_proxy_limits_apply_per_forwarded_client(
+    chatd_factory: Any,
+) -> None:
+    chatd = await chatd_factory(trusted_proxies=("127.0.0.1/32",), connect_rate=0.1,
+                                connect_burst=2)
+    one = [await _connect_from(chatd, "198.51.100.7, 203.0.113.5") for _ in range(3)]
+    assert one[:2] == [None, None] and "rate_limited" in str(one[2])
+    # Another client behind the same proxy has its own allowance.
+    assert await _connect_from(chatd, "203.0.113.6") is None
+
+
+async def test_forwarded_for_is_ignored_from_an_untrusted_peer(chatd_factory: Any) -> None:
+    chatd = await chatd_factory(connect_rate=0.1, connect_burst=2)
+    got = [await _connect_from(chatd, f"203.0.113.{i}") for i in range(3)]
+    # all from the peer, 127.0.0.1
+    assert got[:2] == [None, None] and "rate_limited" in str(got[2])
