@@ -74,7 +74,8 @@ def create_app(
         middlewares.insert(0, client_address_middleware(settings.trusted_proxies))
     app = web.Application(middlewares=middlewares)
     metrics = Metrics()  # a registry per app: no process-wide metric state
-    observer, alert_webhook = desk_observers(settings, clock, metrics)
+    handoff = HandoffService(settings, store, clock)
+    observer, alert_webhook = desk_observers(settings, clock, metrics, handoff.observer())
     desk = Desk(store, clock, desk_settings(settings), observer=observer)
     limits = Limits(
         widget_secret=settings.widget_secret,
@@ -93,7 +94,6 @@ def create_app(
     app[keys.DESK] = desk
     app[keys.SOCKETS] = sockets
     app[keys.LOGIN_LIMITER] = KeyedLimiter(clock, rate=0.5, burst=10)
-    handoff = HandoffService(settings, store, clock)
     app[HANDOFF] = handoff
     setup_routes(app)
     setup_attachments(app, settings, clock)

@@ -24,6 +24,7 @@ from ..core.models import (
     Session,
     SessionState,
 )
+from ..core.observer import DeskObserver, NullObserver
 from ..core.ports import Store
 from ..core.ratelimit import KeyedLimiter
 from ..core.transcript import ORIGIN_CHAT, Handoff, Transcript
@@ -115,6 +116,11 @@ class HandoffService:
                     timeout=timeout,
                 )
         return out
+
+    def observer(self) -> DeskObserver:
+        """For the desk: wakes the worker as a session closes, so that its handoff goes out
+        at once rather than at the worker's next look at the outbox."""
+        return _WakeOnClose(self.worker)
 
     async def start(self, on_ticket: TicketCallback | None = None) -> None:
         self.worker.on_ticket = on_ticket
@@ -224,3 +230,11 @@ class HandoffService:
 
 
 HANDOFF = web.AppKey("handoff", HandoffService)
+
+
+class _WakeOnClose(NullObserver):
+    def __init__(self, worker: HandoffWorker) -> None:
+        self.worker = worker
+
+    def session_closed(self, session: Session) -> None:
+        self.worker.wake()

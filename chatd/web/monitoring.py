@@ -159,9 +159,10 @@ MONITOR = web.AppKey("monitor", Monitor)
 
 
 def desk_observers(
-    settings: Settings, clock: Clock, metrics: Metrics
+    settings: Settings, clock: Clock, metrics: Metrics, *extra: DeskObserver
 ) -> tuple[DeskObserver, AlertWebhook | None]:
-    """What the desk reports to: metrics, the log, and the alert webhook when configured."""
+    """What the desk reports to: metrics, the log, the alert webhook when configured, and
+    ``extra`` (the handoff worker)."""
     webhook = None
     if settings.alert_webhook_url:
         monitor_url = settings.public_url.rstrip("/") + "/monitor/" if settings.public_url else ""
@@ -169,6 +170,7 @@ def desk_observers(
     observers: list[DeskObserver] = [metrics, DeskLog()]
     if webhook is not None:
         observers.append(webhook)
+    observers += extra
     return Observers(*observers, on_error=_observer_failed), webhook
 
 

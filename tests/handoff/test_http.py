@@ -142,3 +142,30 @@ async def test_offline_ticket_identity_rules(chatd_factory: Any) -> None:
     status, body = await post(chatd, "/api/tickets", {"topic": "t", "description": ""},
                               customer_jwt())
     assert status == 400 and body["error"]["code"] == "bad_request"
+
+
+async def test_the_handoff_goes_out_as_the_chat_ends_not_at_the_next_poll(
+    chatd_factory: Any,
+) -> None:
+    import asyncio
+    import time
+
+    from chatd.handoff.service import HANDOFF
+
+    chatd = await chatd_factory()
+    worker = chatd.app[HANDOFF].worker
+    worker.poll_interval = 3600.0  # it would not look again for an hour by itself
+    await asyncio.sleep(1.2)  # past the wait it was in, now in the long one
+    eng, eng_in = await engineer(chatd, "alex@example.com", name="Alex")
+    cust, _ = await guest(chatd, "Carol")
+    sid, _ = await start_chat(chatd, eng, eng_in, cust)
+    ended_at = time.monotonic()
+    await call(eng, "/engineer", "session:end", {"session_id": sid})
+    store = chatd.app[keys.STORE]
+
+    async def delivered() -> bool:
+        rows = await store.session_handoffs(sid)
+        return bool(rows) and all(r.state == "delivered" for r in rows)
+
+    await eventually(delivered, timeout=10)
+    assert time.monotonic() - ended_at < 5
