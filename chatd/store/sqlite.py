@@ -1,10 +1,10 @@
 """The SQLite store: one writer with group commit, one reader (docs/design.md#storage).
 
 Every write is handed to the single writer. The writer drains all writes queued at that
-moment into one transaction and commits once, then answers each caller: many messages
-cost one fsync, and no caller hears "stored" before the commit. Message appends are
-plain functions (SyncOp) that the database thread commits batch after batch on its own;
-other writes are coroutines run by the writer task.
+moment into one transaction and commits once (message appends: one transaction per 64),
+then answers each caller: many messages cost one fsync, and no caller hears "stored"
+before the commit. Message appends are plain functions (SyncOp) that the database thread
+commits batch after batch on its own; other writes are coroutines run by the writer task.
 
 Write operations must raise a DeskError only *before* they change anything; any other
 exception rolls the batch back and its operations are retried one transaction each, so
@@ -246,7 +246,14 @@ class SQLiteStore(SQLiteAttachments, SQLiteHandoffs, SQLiteStats):
                 if isinstance(op, SyncOp):
                     # The database thread takes the plain-function writes itself, batch
                     # after batch, without waiting for this loop between commits.
-                    await self._in_writer_thread(lambda c: self._drain_sync(c, loop))
+                    try:
+                        await self._in_writer_thread(lambda c: self._drain_sync(c, loop))
+                    except Exception as exc:  # the drain answers its batches; if it
+                        # could not, fail the write at the head and carry on
+                        log.exception("the database thread failed")
+                        _, fut = ops.popleft()
+                        if not fut.done():
+                            fut.set_exception(exc)
                     continue
                 if op is _stop_op:
                     done = ops.popleft()[1]
@@ -270,12 +277,18 @@ class SQLiteStore(SQLiteAttachments, SQLiteHandoffs, SQLiteStats):
                 batch.append(ops.popleft())  # type: ignore[arg-type]
             try:
                 if all(type(op) is AppendOp for op, _ in batch):
+                    # chunk by chunk, each committed or failed on its own: never retried
+                    # as a whole, which would store committed chunks twice
                     results = self._append_batch_sync(c, batch)  # type: ignore[arg-type]
                 else:
-                    results = _run_sync_batch(c, batch)
-                self.batches += 1
-            except Exception:
-                results = self._one_by_one(c, batch)
+                    try:
+                        results = _run_sync_batch(c, batch)
+                        self.batches += 1
+                    except Exception:
+                        results = self._one_by_one(c, batch)
+            except Exception as exc:  # a bug or a broken connection: tell every caller
+                log.exception("a write batch could not be carried out")
+                results = [(fut, None, exc) for _, fut in batch]
             self.batched_ops += len(batch)
             loop.call_soon_threadsafe(_resolve, results)
 
@@ -700,6 +713,7 @@ class SQLiteStore(SQLiteAttachments, SQLiteHandoffs, SQLiteStats):
             chunk = batch[start:start + _ROWS_PER_INSERT]
             try:
                 out += self._append_chunk_sync(c, chunk)
+                self.batches += 1
             except Exception:
                 out += self._one_by_one(c, chunk)
         return out
@@ -820,8 +834,13 @@ def _is_coroutine_op(op: WriteOp) -> bool:
 
 
 def _rollback_sync(c: sqlite3.Connection) -> None:
-    if c.in_transaction:
-        c.execute("ROLLBACK")
+    """Roll back what is open, if anything; best effort (a failed transaction may have
+    been rolled back by SQLite already, and a broken connection cannot)."""
+    try:
+        if c.in_transaction:
+            c.execute("ROLLBACK")
+    except Exception:
+        log.exception("rollback failed")
 
 
 def _run_sync_batch(

@@ -77,31 +77,54 @@ async def errors_middleware(request: web.Request, handler: Handler) -> web.Strea
 def client_address_middleware(trusted: tuple[str, ...]) -> Middleware:
     """Behind trusted reverse proxies, ``request.remote`` becomes the client's address
     from ``X-Forwarded-For``: the nearest address in it that is not a trusted proxy.
-    Without ``trusted_proxies`` the peer address stays (a client cannot forge its own)."""
+    Without ``trusted_proxies`` the peer address stays (a client cannot forge its own).
+    Hops may carry a port (``203.0.113.9:51234``, ``[2001:db8::1]:443``); a hop that is
+    not an address at all ends the walk at the last trusted one."""
     networks = [ipaddress.ip_network(n) for n in trusted]
 
-    def is_trusted(addr: str) -> bool:
-        try:
-            ip = ipaddress.ip_address(addr)
-        except ValueError:
-            return False
+    def is_trusted(ip: IPAddress) -> bool:
         return any(ip in net for net in networks)
 
     @web.middleware
     async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-        peer = request.remote
+        peer = _ip(request.remote)
         forwarded = request.headers.getall("X-Forwarded-For", [])
         if not networks or not forwarded or peer is None or not is_trusted(peer):
             return await handler(request)
-        hops = [h.strip() for value in forwarded for h in value.split(",") if h.strip()]
+        hops = [h for value in forwarded for h in value.split(",")]
         client = peer
         for hop in reversed(hops):  # the nearest first: only trusted proxies append honestly
-            client = hop
-            if not is_trusted(hop):
+            ip = _ip(hop)
+            if ip is None:
                 break
-        return await handler(request.clone(remote=client))
+            client = ip
+            if not is_trusted(ip):
+                break
+        return await handler(request.clone(remote=str(client)))
 
     return middleware
+
+
+IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+
+
+def _ip(text: str | None) -> IPAddress | None:
+    """An address from a peer or X-Forwarded-For hop, without port or brackets; an
+    IPv4-mapped IPv6 address as IPv4. None if it is not an address."""
+    if not text:
+        return None
+    h = text.strip()
+    if h.startswith("["):  # [v6] or [v6]:port
+        h = h[1:].split("]", 1)[0]
+    elif h.count(":") == 1:  # v4:port
+        h = h.split(":", 1)[0]
+    try:
+        ip = ipaddress.ip_address(h)
+    except ValueError:
+        return None
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        return ip.ipv4_mapped
+    return ip
 
 
 @web.middleware

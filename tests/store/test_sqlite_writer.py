@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 from pathlib import Path
+from typing import Any
 
 import aiosqlite
 import pytest
@@ -150,3 +151,32 @@ async def test_a_failing_row_fails_alone_in_a_batch_of_several_inserts(
     rows = await all_messages(store, session.id)
     assert [m.seq for m in rows] == list(range(1, 69))
     assert sorted(m.id for m in rows) == sorted(m.id for m, _ in fresh)  # type: ignore[misc]
+
+
+async def test_the_writer_survives_a_failing_rollback(
+    store: SQLiteStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A broken disk can make even ROLLBACK fail. Every caller is still answered, nothing
+    # is stored twice, and the writer goes on.
+    import chatd.store.sqlite as sqlite_module
+
+    real = sqlite_module._rollback_sync
+
+    def failing(c: Any) -> None:
+        real(c)
+        raise sqlite_module.sqlite3.OperationalError("disk I/O error (simulated)")
+
+    session, _ = await create(store)
+    monkeypatch.setattr(sqlite_module, "_rollback_sync", failing)
+    msgs = [text(session.id, f"m{i}") for i in range(100)]  # no client_msg_id, as uploads
+    msgs[70] = dataclasses.replace(msgs[70], body=None)  # type: ignore[arg-type]
+    sends = [asyncio.ensure_future(store.append_message(m)) for m in msgs]
+    done, pending = await asyncio.wait(sends, timeout=30)
+    assert not pending
+    monkeypatch.setattr(sqlite_module, "_rollback_sync", real)
+    stored = await all_messages(store, session.id)
+    assert len({m.body for m in stored}) == len(stored)  # nothing twice
+    acked = [t.result()[0] for t in sends if t.exception() is None]
+    assert {m.id for m in acked} <= {m.id for m in stored}
+    after, _ = await store.append_message(text(session.id, "still writing"))
+    assert after.seq == max(m.seq for m in stored) + 1
