@@ -251,9 +251,10 @@ class SQLiteStore(SQLiteAttachments, SQLiteHandoffs, SQLiteStats):
                     except Exception as exc:  # the drain answers its batches; if it
                         # could not, fail the write at the head and carry on
                         log.exception("the database thread failed")
-                        _, fut = ops.popleft()
-                        if not fut.done():
-                            fut.set_exception(exc)
+                        if ops and isinstance(ops[0][0], SyncOp):
+                            _, fut = ops.popleft()
+                            if not fut.done():
+                                fut.set_exception(exc)
                     continue
                 if op is _stop_op:
                     done = ops.popleft()[1]
@@ -762,8 +763,9 @@ class SQLiteStore(SQLiteAttachments, SQLiteHandoffs, SQLiteStats):
 
 
 class SyncOp:
-    """A write that is a plain function of the sqlite3 connection. Batches made only of these
-    run in one hop to the database thread; mixed batches await it like any write."""
+    """A write that is a plain function of the sqlite3 connection. The database thread runs
+    these itself, batch after batch (SQLiteStore._drain_sync); calling one runs it like a
+    coroutine write, in one hop to that thread."""
 
     __slots__ = ("fn",)
 
