@@ -47,13 +47,12 @@ from .harness import (
     add_engineer,
     chatd_env,
     cpu_seconds,
-    free_port,
     login,
     machine_busy_seconds,
     percentile,
     start_chatd,
     start_child,
-    wait_http_ok,
+    start_server,
 )
 
 BAR = 0.7
@@ -323,18 +322,12 @@ async def _chatd(
 async def _relay(
     tmp: Path, args: argparse.Namespace, *, inline: bool = False
 ) -> tuple[Child, str, list[dict[str, Any]], list[dict[str, Any]]]:
-    port = free_port()
-    argv = [sys.executable, "-m", "bench.relay", "--host", "127.0.0.1", "--port", str(port)]
-    server = await start_child(
-        "relay", argv + (["--inline-emit"] if inline else []),
-        env=_plain_env(), cwd=tmp, log=tmp / "relay.log",
+    server, url = await start_server(
+        "relay",
+        lambda port: [sys.executable, "-m", "bench.relay", "--host", "127.0.0.1",
+                      "--port", str(port), *(["--inline-emit"] if inline else [])],
+        "/healthz", env=_plain_env(), cwd=tmp, log=tmp / "relay.log",
     )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        await wait_http_ok(server, url + "/healthz")
-    except BaseException:
-        await server.stop()
-        raise
     sessions = [str(uuid.uuid4()) for _ in range(args.pairs)]
     # chatd offers each chat to the engineer idle longest: round robin, as here
     engineers = [{"sessions": sessions[j::args.engineers]} for j in range(args.engineers)]

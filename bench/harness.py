@@ -167,24 +167,35 @@ async def add_engineer(
         raise BenchError(f"chatd engineer add {email} failed: {out.decode(errors='replace')}")
 
 
+async def start_server(
+    name: str, argv: Callable[[int], list[str]], ready_path: str, *,
+    env: Mapping[str, str], cwd: Path, log: Path,
+) -> tuple[Child, str]:
+    """A server process on a free loopback port (``argv(port)``), once ``ready_path``
+    answers 200; stopped again if it does not."""
+    port = free_port()
+    child = await start_child(name, argv(port), env=env, cwd=cwd, log=log)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        await wait_http_ok(child, url + ready_path)
+    except BaseException:
+        await child.stop()
+        raise
+    return child, url
+
+
 async def start_chatd(
     tmp: Path, env: Mapping[str, str], *, profile_to: Path | None = None
 ) -> tuple[Child, str]:
     """``python -m chatd serve`` on a free loopback port, ready to serve; optionally under
     cProfile (the profile is written when the process is stopped with SIGTERM)."""
-    port = free_port()
-    argv = [sys.executable]
-    if profile_to is not None:
-        argv += ["-m", "cProfile", "-o", str(profile_to)]
-    argv += ["-m", "chatd", "serve", "--host", "127.0.0.1", "--port", str(port)]
-    child = await start_child("chatd", argv, env=env, cwd=tmp, log=tmp / "chatd.log")
-    url = f"http://127.0.0.1:{port}"
-    try:
-        await wait_http_ok(child, url + "/readyz")
-    except BaseException:
-        await child.stop()
-        raise
-    return child, url
+    profile = ["-m", "cProfile", "-o", str(profile_to)] if profile_to is not None else []
+    return await start_server(
+        "chatd",
+        lambda port: [sys.executable, *profile, "-m", "chatd", "serve",
+                      "--host", "127.0.0.1", "--port", str(port)],
+        "/readyz", env=env, cwd=tmp, log=tmp / "chatd.log",
+    )
 
 
 async def login(url: str, email: str, password: str, timeout: float = 120.0) -> str:

@@ -42,10 +42,8 @@ from .harness import (
     Report,
     chatd_env,
     cpu_seconds,
-    free_port,
     start_chatd,
-    start_child,
-    wait_http_ok,
+    start_server,
 )
 
 MiB = 1024 * 1024
@@ -209,15 +207,13 @@ async def run(args: argparse.Namespace) -> Report:
     with tempfile.TemporaryDirectory(prefix="chatd-bench-uploads-") as tmp_name:
         tmp = Path(tmp_name)
         try:
-            bare_port = free_port()
-            bare = await start_child(
-                "bare", [sys.executable, "-m", "bench.uploads", "--serve-bare",
-                         str(bare_port), str(tmp / "bare")],
-                env=dict(os.environ), cwd=Path.cwd(), log=tmp / "bare.log",
+            bare, bare_url = await start_server(
+                "bare",
+                lambda port: [sys.executable, "-m", "bench.uploads", "--serve-bare",
+                              str(port), str(tmp / "bare")],
+                "/readyz", env=dict(os.environ), cwd=Path.cwd(), log=tmp / "bare.log",
             )
             children.append(bare)
-            bare_url = f"http://127.0.0.1:{bare_port}"
-            await wait_http_ok(bare, bare_url + "/readyz")
             env = chatd_env(
                 tmp,
                 upload_max_bytes=size + MiB,
