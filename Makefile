@@ -48,9 +48,12 @@ promtool:
 rt:
 	scripts/install-rt.sh
 
+# The demo's accounts have published passwords: its database, uploads and transcripts live
+# in var/demo/, whatever CHATD_* the shell exports, never in production's var/chatd.db.
 run: $(STAMP) web
-	mkdir -p var
-	$(BIN)/chatd serve --demo --port $(PORT)
+	mkdir -p var/demo
+	CHATD_DATABASE_URL=sqlite:///var/demo/demo.db CHATD_UPLOAD_DIR=var/demo/uploads \
+	  CHATD_HANDOFF_FILE_DIR=var/demo/handoff $(BIN)/chatd serve --demo --port $(PORT)
 
 test: $(STAMP) web browser rt promtool
 	$(BIN)/python -m pytest $(PYTEST_ARGS)

@@ -1,4 +1,4 @@
-"""The command line: ``chatd serve``, ``chatd engineer add|list|disable|enable``,
+"""The command line: ``chatd serve``, ``chatd engineer add|list|disable|enable|remove-demo``,
 ``chatd handoff list|show|retry``."""
 
 from __future__ import annotations
@@ -22,6 +22,11 @@ DEMO_ACCOUNTS = (
     ("lead@example.com", "Lee Lead", Role.LEAD, "lead-password"),
 )
 DEMO_WIDGET_SECRET = "demo-widget-secret-change-me-0123456789"
+# Where `serve --demo` keeps its database and uploads unless told otherwise; its handoff
+# folder follows the database (var/demo/handoff). Never the production defaults.
+DEMO_DATABASE_URL = "sqlite:///var/demo/demo.db"
+DEMO_UPLOAD_DIR = "var/demo/uploads"
+REMOVE_DEMO = "chatd engineer remove-demo"
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -35,7 +40,8 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--config", dest="serve_config", help="TOML settings file")
     serve.add_argument(
         "--demo", action="store_true",
-        help="allow guests and create the demo engineer accounts (for trying chatd out)",
+        help="allow guests and create the demo engineer accounts, in var/demo/ unless "
+             "CHATD_DATABASE_URL and CHATD_UPLOAD_DIR say otherwise (for trying chatd out)",
     )
 
     eng = sub.add_parser("engineer", help="manage engineer accounts")
@@ -51,6 +57,10 @@ def _parser() -> argparse.ArgumentParser:
     dis.add_argument("email")
     ena = esub.add_parser("enable", help="enable a disabled engineer")
     ena.add_argument("email")
+    esub.add_parser(
+        "remove-demo",
+        help="disable the demo accounts whose passwords are published, and revoke their tokens",
+    )
     from .handoff import cli as handoff_cli
 
     handoff_cli.add_parser(sub)
@@ -72,6 +82,11 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     if settings.demo:
         settings = _demo_settings(settings)
+    elif args.command == "serve" and settings.widget_secret == DEMO_WIDGET_SECRET:
+        print("chatd: invalid configuration:\n  CHATD_WIDGET_SECRET is the demo's published "
+              "value: anyone could sign customer tokens; choose a secret of your own",
+              file=sys.stderr)
+        return 2
     setup_logging(settings.log_level, settings.log_format)
     if args.command == "serve":
         return serve(settings)
@@ -83,10 +98,17 @@ def main(argv: list[str] | None = None) -> int:
 def _demo_settings(settings: Settings) -> Settings:
     import dataclasses
 
+    defaults = Settings()
+    # The demo's accounts have published passwords: they must never land in the database a
+    # plain `chatd serve` uses, which is what the defaults name.
     return dataclasses.replace(
         settings,
         allow_guests=True,
         widget_secret=settings.widget_secret or DEMO_WIDGET_SECRET,
+        database_url=(DEMO_DATABASE_URL if settings.database_url == defaults.database_url
+                      else settings.database_url),
+        upload_dir=(DEMO_UPLOAD_DIR if settings.upload_dir == defaults.upload_dir
+                    else settings.upload_dir),
     )
 
 
@@ -96,7 +118,12 @@ def serve(settings: Settings) -> int:
     from .app import create_app
 
     if settings.demo:
-        asyncio.run(_with_store(settings, _ensure_demo_accounts))
+        print(f"demo database: {settings.database_url}", flush=True)
+        status = asyncio.run(_with_store(settings, _ensure_demo_accounts))
+    else:
+        status = asyncio.run(_with_store(settings, _refuse_demo_accounts))
+    if status:
+        return status
     app = create_app(settings)
     # The SQLite writer's thread takes the GIL at least twice per batch of messages, and
     # the event loop holds it through whole iterations; asking for it back after 0.5 ms
@@ -129,10 +156,69 @@ async def _with_store(settings: Settings, fn: Callable[[Store], Awaitable[int]])
         await store.close()
 
 
+def _accepts(password_hash: str, password: str) -> bool:
+    from argon2 import PasswordHasher
+    from argon2.exceptions import InvalidHashError, VerificationError
+
+    try:
+        return PasswordHasher().verify(password_hash, password)
+    except (VerificationError, InvalidHashError):
+        return False
+
+
+async def live_demo_accounts(store: Store) -> list[str]:
+    """Emails of the enabled accounts that a published demo credential signs in to.
+
+    Recognised by trying the published passwords rather than by a mark the demo leaves:
+    databases written before the demo had its own carry no mark, and a copied database
+    keeps whatever works. Only the published emails are tried (a credential is the pair),
+    so the check costs at most four argon2 verifications.
+    """
+    passwords = [password for *_, password in DEMO_ACCOUNTS]
+    found = []
+    for email, *_ in DEMO_ACCOUNTS:
+        account = await store.engineer_account(email)
+        if account is None or account.disabled:
+            continue
+        for password in passwords:
+            if await asyncio.to_thread(_accepts, account.password_hash, password):
+                found.append(email)
+                break
+    return found
+
+
+async def _refuse_demo_accounts(store: Store) -> int:
+    found = await live_demo_accounts(store)
+    if found:
+        print(
+            f"chatd: this database holds the demo accounts {', '.join(found)}, whose passwords "
+            "are published: anyone could sign in and read every chat. Without --demo chatd "
+            f"will not start on it. Run `{REMOVE_DEMO}` (with the same settings) to disable "
+            "them and revoke their tokens, or point CHATD_DATABASE_URL at another database.",
+            file=sys.stderr,
+        )
+        return 1
+    return 0
+
+
 async def _ensure_demo_accounts(store: Store) -> int:
     from . import accounts
     from .core.clock import SystemClock
 
+    emails = {email for email, *_ in DEMO_ACCOUNTS}
+    others = [a.engineer.email for a in await store.list_engineers()
+              if a.engineer.email not in emails]
+    if others:
+        # A database with real engineers is someone's production: publishing passwords
+        # into it would let anyone in while that server runs.
+        print(
+            f"chatd: --demo will not add its published accounts to a database with other "
+            f"engineers ({', '.join(others[:3])}{', ...' if len(others) > 3 else ''}): it looks "
+            "like production's. Leave CHATD_DATABASE_URL unset to use the demo's own "
+            f"({DEMO_DATABASE_URL}), or name another.",
+            file=sys.stderr,
+        )
+        return 1
     for email, name, role, password in DEMO_ACCOUNTS:
         if await store.engineer_account(email) is None:
             await accounts.add_engineer(store, SystemClock(), email, name, password, role)
@@ -176,6 +262,13 @@ async def _engineer_command(settings: Settings, args: argparse.Namespace) -> int
                     print(f"chatd: no engineer {args.email}", file=sys.stderr)
                     return 1
                 print(f"{args.action}d {args.email}")
+            elif args.action == "remove-demo":
+                demo = await live_demo_accounts(store)
+                for email in demo:
+                    await store.set_engineer_disabled(email, True)
+                    print(f"disabled {email} and revoked its tokens")
+                if not demo:
+                    print("no demo accounts here")
         except DeskError as exc:
             print(f"chatd: {exc.message}", file=sys.stderr)
             return 1
