@@ -14,7 +14,6 @@ from .config import Settings
 from .core.clock import Clock, SystemClock
 from .core.desk import Desk, DeskSettings
 from .core.ports import Store
-from .core.ratelimit import KeyedLimiter
 from .handoff.service import HANDOFF, HandoffService
 from .metrics import Metrics
 from .store import store_from_url
@@ -22,12 +21,15 @@ from .web import keys
 from .web.attachments import setup_attachments
 from .web.http import (
     client_address_middleware,
+    cross_site_middleware,
     errors_middleware,
     headers_middleware,
+    setup_logins,
     setup_routes,
 )
 from .web.monitoring import Monitor, desk_observers, setup_monitoring
 from .web.sockets import Limits, Sockets
+from .web.transport import TransportLimits
 
 log = logging.getLogger(__name__)
 
@@ -42,6 +44,8 @@ def desk_settings(settings: Settings) -> DeskSettings:
         max_capacity=settings.max_capacity,
         default_handle_seconds=settings.default_handle_seconds,
         handoff_backends=settings.handoff_backends,
+        chat_max_messages=settings.chat_max_messages,
+        resume_token_ttl=settings.resume_token_ttl_seconds,
     )
 
 
@@ -69,7 +73,9 @@ def create_app(
 ) -> web.Application:
     clock = clock or SystemClock()
     store = store or store_from_url(settings.database_url)
-    middlewares: list[Middleware] = [headers_middleware, errors_middleware]
+    middlewares: list[Middleware] = [
+        headers_middleware, errors_middleware, cross_site_middleware(settings.public_url)
+    ]
     if settings.trusted_proxies:  # first: every handler (and Socket.IO) sees the client
         middlewares.insert(0, client_address_middleware(settings.trusted_proxies))
     app = web.Application(middlewares=middlewares)
@@ -85,15 +91,22 @@ def create_app(
         connect_rate=settings.connect_rate,
         connect_burst=settings.connect_burst,
         max_event_bytes=settings.max_event_bytes,
+        event_rate=settings.event_rate,
+        event_burst=settings.event_burst,
+        public_url=settings.public_url,
+        limiter_max_keys=settings.limiter_max_keys,
     )
-    sockets = Sockets(desk, clock, limits, origin_checker(settings))
+    sockets = Sockets(
+        desk, clock, limits, origin_checker(settings),
+        transport=TransportLimits.from_settings(settings),
+    )
     sockets.sio.attach(app)
     app[keys.SETTINGS] = settings
     app[keys.CLOCK] = clock
     app[keys.STORE] = store
     app[keys.DESK] = desk
     app[keys.SOCKETS] = sockets
-    app[keys.LOGIN_LIMITER] = KeyedLimiter(clock, rate=0.5, burst=10)
+    setup_logins(app, settings, clock)  # the login limits and the password threads
     app[HANDOFF] = handoff
     setup_routes(app)
     setup_attachments(app, settings, clock)

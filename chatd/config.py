@@ -60,6 +60,20 @@ class Settings:
     connect_rate: float = 2.0
     connect_burst: int = 30
     max_event_bytes: int = 64 * 1024
+    # Bounds on what one client can hold or send (docs/security.md).
+    event_rate: float = 20.0  # every event, per connection
+    event_burst: int = 60
+    send_queue_max_bytes: int = 1 * MiB  # queued for a client that does not read
+    connections_per_address: int = 100
+    handshake_rate: float = 5.0  # Engine.IO handshakes per client address
+    handshake_burst: int = 60
+    join_timeout_seconds: float = 10.0  # handshake to namespace connect
+    chat_max_messages: int = 5000
+    resume_token_ttl_seconds: float = 86_400.0  # after the chat closes
+    login_backoff_after: int = 5  # failed logins of one account before it backs off
+    login_backoff_max_seconds: float = 900.0
+    limiter_max_keys: int = 100_000
+    password_hash_workers: int = 2
     log_level: str = "info"
     log_format: str = "text"
     demo: bool = False
@@ -69,6 +83,12 @@ class Settings:
     upload_rate: float = 0.2
     upload_burst: int = 10
     upload_types: tuple[str, ...] = UPLOAD_KINDS
+    upload_concurrent_per_session: int = 2
+    upload_concurrent_per_customer: int = 4
+    upload_concurrent_per_address: int = 16
+    upload_idle_timeout_seconds: float = 30.0
+    upload_total_timeout_seconds: float = 600.0
+    upload_min_free_bytes: int = 1024 * MiB
     # Handoff to ticketing backends (docs/handoff.md).
     handoff_backends: tuple[str, ...] = ("file",)
     handoff_file_dir: str = ""  # empty: a "handoff" folder beside the SQLite database
@@ -86,7 +106,7 @@ class Settings:
     handoff_retry_horizon_seconds: float = 86_400.0
     handoff_attempt_timeout_seconds: float = 30.0
     # Monitoring (docs/monitoring.md).
-    metrics_token: str = field(default="", repr=False)  # empty: /metrics is open
+    metrics_token: str = field(default="", repr=False)  # empty: /metrics answers loopback only
     alert_webhook_url: str = field(default="", repr=False)  # empty: no alert webhook
 
     def public(self) -> dict[str, Any]:
@@ -283,6 +303,19 @@ _PARSERS: dict[str, Callable[[Any], Any]] = {
     "connect_rate": _as_float(0.1, 10000),
     "connect_burst": _as_int(1, 100000),
     "max_event_bytes": _as_int(1024, 16 * 1024 * 1024),
+    "event_rate": _as_float(0.1, 10000),
+    "event_burst": _as_int(1, 100000),
+    "send_queue_max_bytes": _as_size(64 * 1024, 1024 * MiB),
+    "connections_per_address": _as_int(1, 1_000_000),
+    "handshake_rate": _as_float(0.1, 10000),
+    "handshake_burst": _as_int(1, 100000),
+    "join_timeout_seconds": _as_float(0.5, 3600),
+    "chat_max_messages": _as_int(10, 10_000_000),
+    "resume_token_ttl_seconds": _as_float(0, 365 * 86400),
+    "login_backoff_after": _as_int(1, 1000),
+    "login_backoff_max_seconds": _as_float(1, 86400),
+    "limiter_max_keys": _as_int(100, 10_000_000),
+    "password_hash_workers": _as_int(1, 64),
     "log_level": _as_choice("debug", "info", "warning", "error"),
     "log_format": _as_choice("text", "json"),
     "demo": _as_bool,
@@ -292,6 +325,12 @@ _PARSERS: dict[str, Callable[[Any], Any]] = {
     "upload_rate": _as_float(0.001, 10000),
     "upload_burst": _as_int(1, 100000),
     "upload_types": _as_upload_kinds,
+    "upload_concurrent_per_session": _as_int(1, 1000),
+    "upload_concurrent_per_customer": _as_int(1, 1000),
+    "upload_concurrent_per_address": _as_int(1, 100_000),
+    "upload_idle_timeout_seconds": _as_float(1, 3600),
+    "upload_total_timeout_seconds": _as_float(1, 86400),
+    "upload_min_free_bytes": _as_size(0, 1024 * 1024 * MiB),
     "handoff_backends": _as_backends,
     "handoff_file_dir": _as_str,
     "handoff_webhook_url": _as_http_url,

@@ -3,7 +3,9 @@ opening for downloads (docs/attachments.md).
 
 An upload is written chunk by chunk to a temporary file in the upload folder while its
 SHA-256 is computed and its bytes are checked, and is renamed to a random name only once it
-is complete and accepted; every other outcome removes the temporary file. The type is decided
+is complete and accepted; every other outcome removes the temporary file. File I/O and image
+decoding run on the folder's own threads, never on the default executor, and decodes take
+turns between chats (docs/security.md). The type is decided
 from the content alone: magic numbers (``filetype``), a strict text rule (UTF-8, no NUL, not
 markup or a script) and, for images, a full decode by Pillow. The customer's filename is
 display metadata: it is sanitised and must not contradict the content.
@@ -14,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import codecs
 import contextlib
+import functools
 import hashlib
 import logging
 import os
@@ -25,11 +28,14 @@ import struct
 import threading
 import time
 import unicodedata
-from collections.abc import Collection, Iterable
-from dataclasses import dataclass
+from collections import deque
+from collections.abc import Callable, Collection, Iterable
+from concurrent.futures import Future as ThreadFuture
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
-from typing import Any, BinaryIO
+from typing import Any, BinaryIO, Generic, TypeVar
 from urllib.parse import quote, unquote
 
 import aiofiles
@@ -49,6 +55,15 @@ THUMBNAIL_BOX = (320, 320)
 # Images are decoded in full to prove they are images and to make the thumbnail; beyond this
 # many pixels the decode alone would cost hundreds of MiB (an 8K screen is 33 megapixels).
 MAX_IMAGE_PIXELS = 40_000_000
+# Decodes run on this many threads of their own: each may take ~160 MiB at the pixel limit,
+# so this bounds their memory, and a second thread keeps one slow image from holding up
+# every other chat.
+DECODE_WORKERS = 2
+# Writes, fsyncs and opens of stored files: enough that a few slow fsyncs do not hold up
+# the writes of every other upload.
+FILE_IO_WORKERS = 8
+# Free space is looked at before an upload and again after every this many bytes of it.
+SPACE_CHECK_BYTES = 4 * MiB
 STALE_TEMP_SECONDS = 3600.0
 
 _TEMP_PREFIX = ".upload-"
@@ -61,6 +76,12 @@ class UnsupportedType(DeskError):
     """The content is not one of the allowed types (HTTP 415)."""
 
     code = "unsupported_type"
+
+
+class InsufficientStorage(DeskError):
+    """The upload folder's filesystem is below its free-space floor (HTTP 507)."""
+
+    code = "insufficient_storage"
 
 
 @dataclass(frozen=True, slots=True)
@@ -401,21 +422,22 @@ def _resolve(future: asyncio.Future[None]) -> None:
 class Upload:
     """One file being received: a temporary file, its SHA-256 and what its bytes are.
 
-    ``write`` queues each chunk for one writer task, which writes it through aiofiles, and
-    for the digest thread; meanwhile the event loop goes on reading the network. Chunks are
-    written and hashed strictly in order, and only a few of them wait at any time: memory
-    stays a few MiB whatever the size of the file.
+    ``write`` queues each chunk for one writer task, which writes it through aiofiles on the
+    folder's own threads, and for the digest thread; meanwhile the event loop goes on
+    reading the network. Chunks are written and hashed strictly in order, and only a few of
+    them wait at any time: memory stays a few MiB whatever the size of the file.
     """
 
     IN_FLIGHT = 4
 
-    def __init__(self, folder: Path, max_bytes: int, too_large: str) -> None:
-        self.folder = folder
+    def __init__(self, folder: UploadFolder, max_bytes: int, too_large: str) -> None:
+        self.owner = folder
+        self.folder = folder.folder
         self.max_bytes = max_bytes
         self.too_large = too_large
         self.size = 0
         self.head = b""
-        self._tmp = folder / f"{_TEMP_PREFIX}{secrets.token_hex(16)}{_TEMP_SUFFIX}"
+        self._tmp = self.folder / f"{_TEMP_PREFIX}{secrets.token_hex(16)}{_TEMP_SUFFIX}"
         self._file: Any = None
         self._queue: asyncio.Queue[bytes | None] = asyncio.Queue(self.IN_FLIGHT)
         self._writer: asyncio.Task[None] | None = None
@@ -423,6 +445,7 @@ class Upload:
         self._error: BaseException | None = None
         self._abort = False
         self._done = False
+        self._space_checked_at = 0
 
     @property
     def text(self) -> bool:
@@ -430,7 +453,10 @@ class Upload:
         return self._digest is not None and self._digest.text
 
     async def __aenter__(self) -> Upload:
-        self._file = await aiofiles.open(self._tmp, "xb", opener=_private)
+        self.owner.check_space()
+        self._file = await aiofiles.open(
+            self._tmp, "xb", opener=_private, executor=self.owner.io
+        )
         self._writer = asyncio.create_task(self._write_loop())
         self._digest = _Digest(asyncio.get_running_loop())
         self._digest.start()
@@ -451,7 +477,7 @@ class Upload:
             self._file = None
         if not self._done:
             with contextlib.suppress(FileNotFoundError):
-                await aiofiles.os.remove(self._tmp)
+                await aiofiles.os.remove(self._tmp, executor=self.owner.io)
 
     async def _write_loop(self) -> None:
         while (chunk := await self._queue.get()) is not None:
@@ -478,12 +504,16 @@ class Upload:
             raise self._error
 
     async def write(self, chunk: bytes) -> None:
-        """Add a chunk; TooLarge as soon as the total passes ``max_bytes``."""
+        """Add a chunk; TooLarge as soon as the total passes ``max_bytes``,
+        InsufficientStorage when the disk falls below its floor."""
         assert self._digest is not None
         self._raise_error()
         self.size += len(chunk)
         if self.size > self.max_bytes:
             raise TooLarge(self.too_large, limit=self.max_bytes)
+        if self.size - self._space_checked_at >= SPACE_CHECK_BYTES:
+            self._space_checked_at = self.size
+            self.owner.check_space()
         if len(self.head) < HEAD_SIZE:
             self.head += chunk[: HEAD_SIZE - len(self.head)]
         self._digest.feed(chunk)
@@ -503,7 +533,9 @@ class Upload:
         self._raise_error()
         await self._digest.close()
         await self._file.flush()
-        await asyncio.to_thread(os.fsync, self._file.fileno())
+        await asyncio.get_running_loop().run_in_executor(
+            self.owner.io, os.fsync, self._file.fileno()
+        )
         return self._digest.sha.hexdigest()
 
     @property
@@ -514,9 +546,9 @@ class Upload:
         """Put the complete file in place under its random name."""
         await self._file.close()
         self._file = None
-        await aiofiles.os.replace(self._tmp, self.folder / stored_name)
+        await aiofiles.os.replace(self._tmp, self.folder / stored_name, executor=self.owner.io)
         self._done = True
-        await asyncio.to_thread(_fsync_dir, self.folder)
+        await asyncio.get_running_loop().run_in_executor(self.owner.io, _fsync_dir, self.folder)
 
 
 def _fsync_dir(folder: Path) -> None:
@@ -527,6 +559,102 @@ def _fsync_dir(folder: Path) -> None:
         os.close(fd)
 
 
+T = TypeVar("T")
+
+
+@dataclass(eq=False)
+class _Job(Generic[T]):
+    call: Callable[[], T]
+    future: asyncio.Future[T]
+    started: bool = False
+
+
+@dataclass(eq=False)
+class FairExecutor:
+    """Blocking jobs on a few threads of their own, taking turns between keys (chats).
+
+    Each key has its own line; a free thread takes the first job of the key whose turn it
+    is, and that key goes to the back. So a chat that sends twenty large images waits
+    behind its own images, while another chat's one image starts after at most one job of
+    each key ahead of it. A job whose caller went away before it started is dropped.
+    """
+
+    workers: int
+    name: str
+    _lines: dict[str, deque[_Job[Any]]] = field(default_factory=dict)  # in turn order
+    _running: int = 0
+    _pool: ThreadPoolExecutor | None = None
+    _loop: asyncio.AbstractEventLoop | None = None
+
+    def waiting(self, key: str | None = None) -> int:
+        """Jobs not yet started, of one key or of all."""
+        lines = self._lines.values() if key is None else [self._lines.get(key, deque())]
+        return sum(1 for line in lines for job in line if not job.future.done())
+
+    @property
+    def running(self) -> int:
+        return self._running
+
+    async def run(self, key: str, fn: Callable[..., T], *args: Any) -> T:
+        """``fn(*args)`` on one of the threads, in ``key``'s turn. Cancelled before it
+        started, the job is dropped; cancelled while it runs, this waits for it to end
+        (a thread cannot be stopped) and then lets the cancellation through."""
+        loop = self._loop = asyncio.get_running_loop()
+        job: _Job[T] = _Job(functools.partial(fn, *args), loop.create_future())
+        self._lines.setdefault(key, deque()).append(job)
+        self._dispatch()
+        try:
+            return await asyncio.shield(job.future)
+        except asyncio.CancelledError:
+            if job.started:
+                with contextlib.suppress(Exception):
+                    await job.future
+            else:
+                job.future.cancel()
+            raise
+
+    def _dispatch(self) -> None:
+        while self._running < self.workers and self._lines:
+            key = next(iter(self._lines))
+            line = self._lines.pop(key)
+            job = line.popleft()
+            if line:
+                self._lines[key] = line  # to the back: the next key's turn
+            if job.future.done():
+                continue
+            if self._pool is None:
+                self._pool = ThreadPoolExecutor(self.workers, thread_name_prefix=self.name)
+            job.started = True
+            self._running += 1
+            self._pool.submit(job.call).add_done_callback(
+                functools.partial(self._from_thread, job)
+            )
+
+    def _from_thread(self, job: _Job[Any], done: ThreadFuture[Any]) -> None:
+        assert self._loop is not None
+        with contextlib.suppress(RuntimeError):  # the loop is closed: nobody is waiting
+            self._loop.call_soon_threadsafe(self._finished, job, done)
+
+    def _finished(self, job: _Job[Any], done: ThreadFuture[Any]) -> None:
+        self._running -= 1
+        if not job.future.done():
+            if done.cancelled():
+                job.future.cancel()
+            elif (exc := done.exception()) is not None:
+                job.future.set_exception(exc)
+            else:
+                job.future.set_result(done.result())
+        self._dispatch()
+
+    def close(self) -> None:
+        for line in self._lines.values():
+            for job in line:
+                job.future.cancel()
+        self._lines.clear()
+        if self._pool is not None:
+            self._pool.shutdown(wait=False, cancel_futures=True)
+
+
 @dataclass(frozen=True, slots=True)
 class Thumbnail:
     name: str
@@ -535,12 +663,29 @@ class Thumbnail:
 
 class UploadFolder:
     """The upload folder. Files in it are only ever reached by their random stored names,
-    opened without following symlinks; the folder itself is never served."""
+    opened without following symlinks; the folder itself is never served.
 
-    def __init__(self, folder: str | Path) -> None:
+    Its file I/O and image decoding run on threads of its own (made when first needed), so
+    that neither a flood of uploads nor other work on the default executor (password
+    hashing, DNS) can hold up the other.
+    """
+
+    def __init__(self, folder: str | Path, *, min_free_bytes: int = 0) -> None:
         self.folder = Path(folder)
-        # Decoding an image can take ~160 MiB; one at a time keeps that the peak.
-        self._decoding = asyncio.Semaphore(1)
+        self.min_free_bytes = min_free_bytes
+        self._io: ThreadPoolExecutor | None = None
+        self.decoder = FairExecutor(DECODE_WORKERS, "chatd-decode")
+
+    @property
+    def io(self) -> ThreadPoolExecutor:
+        if self._io is None:
+            self._io = ThreadPoolExecutor(FILE_IO_WORKERS, thread_name_prefix="chatd-file-io")
+        return self._io
+
+    def close(self) -> None:
+        self.decoder.close()
+        if self._io is not None:
+            self._io.shutdown(wait=False, cancel_futures=True)
 
     def prepare(self, now: float | None = None) -> int:
         """Create the folder; remove temporary files left by a crash. Returns how many."""
@@ -558,8 +703,29 @@ class UploadFolder:
                     removed += 1
         return removed
 
+    def free_bytes(self) -> int:
+        """Free space on the folder's filesystem for an unprivileged writer (one statvfs,
+        cheap enough for the event loop)."""
+        st = os.statvfs(self.folder)
+        return st.f_bavail * st.f_frsize
+
+    def check_space(self) -> None:
+        """InsufficientStorage when the filesystem is below ``min_free_bytes``: the floor
+        keeps room for the database and the logs on a shared disk."""
+        if self.min_free_bytes <= 0:
+            return
+        free = self.free_bytes()
+        if free < self.min_free_bytes:
+            log.warning(
+                "upload refused: %d bytes free in %s, below the floor of %d",
+                free, self.folder, self.min_free_bytes,
+            )
+            raise InsufficientStorage(
+                "the server is low on storage and cannot take files now; try again later"
+            )
+
     def upload(self, max_bytes: int, too_large: str) -> Upload:
-        return Upload(self.folder, max_bytes, too_large)
+        return Upload(self, max_bytes, too_large)
 
     @staticmethod
     def new_name() -> str:
@@ -569,26 +735,23 @@ class UploadFolder:
         for name in names:
             if name and _STORED_NAME.fullmatch(name):
                 with contextlib.suppress(FileNotFoundError):
-                    await aiofiles.os.remove(self.folder / name)
+                    await aiofiles.os.remove(self.folder / name, executor=self.io)
 
     async def thumbnail(
-        self, source: Path, stored_name: str, kind: Kind, allowed: Collection[str]
+        self, source: Path, stored_name: str, kind: Kind, allowed: Collection[str], *,
+        turn: str,
     ) -> Thumbnail:
         """Prove an image is one by decoding it, and write its thumbnail (EXIF and every
-        other piece of metadata left behind). UnsupportedType when it does not decode."""
+        other piece of metadata left behind). UnsupportedType when it does not decode.
+        ``turn`` is the line it waits in (its chat): decodes take turns between lines."""
         name = f"{stored_name}-thumb"
-        async with self._decoding:
-            job = asyncio.ensure_future(
-                asyncio.to_thread(make_thumbnail, source, self.folder / name, kind, allowed)
+        try:
+            content_type = await self.decoder.run(
+                turn, make_thumbnail, source, self.folder / name, kind, allowed
             )
-            try:
-                content_type = await asyncio.shield(job)
-            except asyncio.CancelledError:
-                # The thread cannot be stopped: let it finish, then take back its file.
-                with contextlib.suppress(Exception):
-                    await job
-                await self.remove([name])
-                raise
+        except asyncio.CancelledError:
+            await self.remove([name])  # the decode, if it started, has ended by now
+            raise
         return Thumbnail(name, content_type)
 
     def open(self, name: str) -> tuple[BinaryIO, os.stat_result] | None:

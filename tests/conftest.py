@@ -44,6 +44,14 @@ def make_settings(tmp_path: Path, **overrides: Any) -> Settings:
         "connect_burst": 1000,
         "message_burst": 1000,
         "message_rate": 1000.0,
+        # Every test client comes from 127.0.0.1: the per-address and per-connection bounds
+        # are raised here, and the tests of those bounds set their own.
+        "event_burst": 10_000,
+        "event_rate": 1000.0,
+        "connections_per_address": 100_000,
+        "handshake_burst": 100_000,
+        "handshake_rate": 10_000.0,
+        "upload_concurrent_per_address": 10_000,
     }
     values.update(overrides)
     return Settings(**values)

@@ -24,7 +24,15 @@ from typing import Any
 
 from .alerts import QueueAlerts
 from .clock import Clock
-from .errors import BadRequest, Conflict, Forbidden, NotFound, SessionClosed, Unauthorized
+from .errors import (
+    BadRequest,
+    Conflict,
+    Forbidden,
+    NotFound,
+    SessionClosed,
+    TooLarge,
+    Unauthorized,
+)
 from .models import (
     MAX_TEXT_LENGTH,
     QUEUED_STATES,
@@ -45,6 +53,12 @@ from .models import (
 from .observer import DeskObserver, NullObserver
 from .ports import Store
 from .stats import LiveDesk
+
+# Characters a message's wire form takes besides its body (ids, sender, times), roughly.
+_MESSAGE_FRAMING = 300
+# How far below the chat cap the desk's own count of a chat's messages is trusted without
+# asking the store (it does not see every system message).
+_CAP_SLACK = 64
 
 CUSTOMER_NS = "customer"
 ENGINEER_NS = "engineer"
@@ -88,7 +102,15 @@ class DeskSettings:
     position_interval: float = 2.0
     queue_update_interval: float = 1.0
     history_limit: int = 1000
+    # Text an answer with history carries (about, in characters of message bodies and their
+    # framing); past it the answer stops early with ``more``, so that one answer held for a
+    # client that does not read stays small (docs/security.md).
+    history_max_chars: int = 256 * 1024
     handoff_backends: tuple[str, ...] = ()
+    # Customers' and engineers' messages a chat may hold; system messages (transfers, the
+    # end) still go in past it, so a full chat can be handed over and ended.
+    chat_max_messages: int = 5000
+    resume_token_ttl: float = 86_400.0  # how long a closed chat's resume token still works
 
 
 @dataclass(slots=True)
@@ -139,6 +161,12 @@ class Presence:
             "active": len(self.active),
             "offers": len(self.offers),
         }
+
+
+class ResumeTokenExpired(Unauthorized):
+    """The right resume token of a chat that closed longer ago than its lifetime. The code
+    stays ``unauthorized``; the type lets paths that hide whether something exists still
+    say why a token they recognised stopped working."""
 
 
 def hash_token(token: str) -> str:
@@ -208,6 +236,9 @@ class Desk:
         # Recently ended sessions, so that events about them answer session_closed without a
         # database read (bounded: older ones fall back to the store where that is async).
         self._recently_closed: OrderedDict[str, Session] = OrderedDict()
+        # The highest seq seen per open chat (a lower bound: system messages are not
+        # counted here), so that the chat cap reads the store only near the cap.
+        self._seq_seen: dict[str, int] = {}
 
     # ------------------------------------------------------------------ start-up
 
@@ -318,13 +349,23 @@ class Desk:
         return wire, token, []
 
     async def verify_resume_token(self, session_id: str, token: str) -> Session:
-        """The session a resume token opens (open or closed), or Unauthorized."""
+        """The session a resume token opens: its chat while open, and for
+        ``resume_token_ttl`` seconds after it closed; Unauthorized otherwise.
+
+        Every path that accepts a resume token comes through here, so that a token copied
+        out of a browser stops being worth anything a bounded time after its chat."""
         stored = await self.store.resume_token_hash(session_id)
         if stored is None or not hmac.compare_digest(stored, hash_token(token)):
             raise Unauthorized("invalid session id or resume token")
         session = self._sessions.get(session_id) or await self.store.get_session(session_id)
         if session is None:  # pragma: no cover - a token exists only with its session
             raise Unauthorized("invalid session id or resume token")
+        if not session.is_open:
+            closed_at = session.ended_at if session.ended_at is not None else session.created_at
+            if self.clock.now() >= closed_at + self.settings.resume_token_ttl:
+                raise ResumeTokenExpired(
+                    "this chat's resume token has expired; start a new chat"
+                )
         return session
 
     def customer_connected(self, session_id: str) -> None:
@@ -365,9 +406,11 @@ class Desk:
             event["phone"] = phone
         if note:
             event["note"] = note
+        await self._check_room(session.id)
         msg, _ = await self.store.append_message(
             self._system_message(session.id, text, event, sender=_customer_sender(customer))
         )
+        self._saw_seq(session.id, msg.seq)
         self.observer.message_stored(msg.sender.role)
         fx: Effects = []
         self._relay(session, msg, fx)
@@ -391,6 +434,8 @@ class Desk:
         self._authorize(actor, session)
         if isinstance(actor, Engineer) and session.state is not SessionState.ACTIVE:
             raise Conflict("the session is not assigned yet")
+        if (again := await self._check_room(session_id, actor, client_msg_id)) is not None:
+            return again, False, []
         msg, created = await self.store.append_message(
             NewMessage(
                 id=self._new_id(),
@@ -402,11 +447,51 @@ class Desk:
                 client_msg_id=client_msg_id,
             )
         )
+        self._saw_seq(session_id, msg.seq)
         fx: Effects = []
         if created:
             self.observer.message_stored(msg.sender.role)
             self._relay(session, msg, fx, skip_origin=True)
         return msg, created, fx
+
+    async def _check_room(
+        self, session_id: str, actor: Actor | None = None, client_msg_id: str | None = None
+    ) -> Message | None:
+        """Refuse (TooLarge) a customer's or engineer's message to a chat that holds
+        ``chat_max_messages`` already. A retry of a message stored before the chat filled up
+        gets that message back (returned here) rather than the refusal."""
+        cap = self.settings.chat_max_messages
+        seen = self._seq_seen.get(session_id)
+        if seen is not None and seen < cap - _CAP_SLACK:
+            return None
+        # Unknown here (e.g. after a restart) or near the cap: ask the store whether the
+        # chat has a message numbered ``cap`` (seqs are gap-free, so that is the count).
+        if seen is None or seen < cap:
+            past = await self.store.messages_after(session_id, cap - 1, 1)
+            if not past:
+                return None
+            self._saw_seq(session_id, past[0].seq)
+        if actor is not None and client_msg_id is not None:
+            who = _sender(actor)
+            tail = await self.store.messages_after(
+                session_id, max(0, cap - _CAP_SLACK), 2 * _CAP_SLACK
+            )
+            for m in tail:
+                if m.client_msg_id == client_msg_id and (m.sender.role, m.sender.id) == (
+                    who.role, who.id
+                ):
+                    return m
+        raise TooLarge(
+            f"this chat has reached its limit of {cap} messages; start a new chat to go on",
+            limit=cap,
+        )
+
+    def _saw_seq(self, session_id: str, seq: int) -> None:
+        if seq > self._seq_seen.get(session_id, 0):
+            self._seq_seen[session_id] = seq
+        if len(self._seq_seen) > 2 * len(self._sessions) + 64:
+            # ended chats' entries, dropped in bulk now and then rather than on every end
+            self._seq_seen = {k: v for k, v in self._seq_seen.items() if k in self._sessions}
 
     async def post_message(self, actor: Actor, message: NewMessage) -> tuple[Message, Effects]:
         """Store and relay a message built elsewhere (e.g. an attachment) in an open session."""
@@ -429,10 +514,10 @@ class Desk:
         if session is None:
             raise NotFound("no such session")
         self._authorize(actor, session)
-        limit = self.settings.history_limit
-        messages = await self.store.messages_after(session_id, after_seq, limit + 1)
-        more = len(messages) > limit
-        return self._session_wire(session), messages[:limit], more
+        messages = await self.store.messages_after(
+            session_id, after_seq, self.settings.history_limit + 1
+        )
+        return (self._session_wire(session), *self._page(messages))
 
     def session_for(self, actor: Actor, session_id: str) -> Session | None:
         """The open session, if the actor may see it (None when closed or unknown)."""
@@ -791,9 +876,19 @@ class Desk:
     async def _history_unlocked(
         self, session: Session
     ) -> tuple[dict[str, Any], list[Message], bool]:
-        limit = self.settings.history_limit
-        messages = await self.store.messages_after(session.id, 0, limit + 1)
-        return self._session_wire(session), messages[:limit], len(messages) > limit
+        messages = await self.store.messages_after(session.id, 0, self.settings.history_limit + 1)
+        return (self._session_wire(session), *self._page(messages))
+
+    def _page(self, messages: list[Message]) -> tuple[list[Message], bool]:
+        """The first of ``messages`` that fit one answer (``history_limit`` of them, and
+        ``history_max_chars`` of text, at least one), and whether more are left."""
+        limit, budget = self.settings.history_limit, self.settings.history_max_chars
+        used = 0
+        for i, m in enumerate(messages):
+            used += len(m.body) + _MESSAGE_FRAMING
+            if i == limit or (i > 0 and used > budget):
+                return messages[:i], True
+        return messages, False
 
     def _system_message(
         self,

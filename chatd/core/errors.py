@@ -58,6 +58,7 @@ ERROR_CODES: tuple[str, ...] = (
     "rate_limited",
     "too_large",
     "unsupported_type",
+    "insufficient_storage",
     "unavailable",
     "internal",
 )

@@ -1,6 +1,10 @@
-"""Token buckets for per-connection and per-address limits."""
+"""Token buckets for per-connection and per-address limits, and the per-account back-off
+of logins (docs/security.md#logins)."""
 
 from __future__ import annotations
+
+import math
+from collections import OrderedDict
 
 from .clock import Clock
 
@@ -17,32 +21,136 @@ class TokenBucket:
         self._tokens = burst
         self._stamp = clock.now()
 
-    def take(self, cost: float = 1.0) -> bool:
+    def _refill(self) -> None:
         now = self._clock.now()
         self._tokens = min(self._burst, self._tokens + (now - self._stamp) * self._rate)
         self._stamp = now
+
+    def take(self, cost: float = 1.0) -> bool:
+        self._refill()
         if self._tokens >= cost:
             self._tokens -= cost
             return True
         return False
 
+    def wait(self, cost: float = 1.0) -> float:
+        """Seconds until ``cost`` could be taken; 0 if it can be now."""
+        self._refill()
+        return max(0.0, (cost - self._tokens) / self._rate)
+
 
 class KeyedLimiter:
-    """One bucket per key (e.g. client address), forgetting idle keys."""
+    """One bucket per key (e.g. client address), at most ``max_keys`` of them.
+
+    Past ``max_keys`` the least recently used key is forgotten: a flood of new keys costs
+    the limiter a bounded table, and the keys that are busy now (the ones a limit is
+    holding back) are the last to go. Every call is O(1).
+    """
 
     def __init__(self, clock: Clock, rate: float, burst: float, max_keys: int = 100_000) -> None:
+        if max_keys < 1:
+            raise ValueError("max_keys must be at least 1")
         self._clock = clock
         self._rate = rate
         self._burst = burst
         self._max_keys = max_keys
-        self._buckets: dict[str, TokenBucket] = {}
+        self._buckets: OrderedDict[str, TokenBucket] = OrderedDict()
 
-    def take(self, key: str) -> bool:
+    def _bucket(self, key: str) -> TokenBucket:
         bucket = self._buckets.get(key)
         if bucket is None:
             if len(self._buckets) >= self._max_keys:
-                # A full table is cleared rather than grown: a flood of addresses must not
-                # turn the limiter itself into the memory leak.
-                self._buckets.clear()
+                self._buckets.popitem(last=False)
             bucket = self._buckets[key] = TokenBucket(self._clock, self._rate, self._burst)
-        return bucket.take()
+        else:
+            self._buckets.move_to_end(key)
+        return bucket
+
+    def take(self, key: str) -> bool:
+        return self._bucket(key).take()
+
+    def retry_after(self, key: str) -> float:
+        """Seconds until ``key`` may take again (for a ``Retry-After``); 0 if it may now."""
+        bucket = self._buckets.get(key)
+        return 0.0 if bucket is None else bucket.wait()
+
+    def __len__(self) -> int:
+        return len(self._buckets)
+
+
+class _Failures:
+    __slots__ = ("count", "last", "until")
+
+    def __init__(self) -> None:
+        self.count = 0
+        self.last = 0.0
+        self.until = 0.0
+
+
+class AccountBackoff:
+    """Consecutive failed logins per account: after ``after`` of them the account backs
+    off for ``base`` seconds, doubling with each further failure up to ``max_seconds``.
+
+    A success forgets the account's failures, and so does a quiet spell of twice
+    ``max_seconds`` without one (longer than the longest back-off, so waiting one out does
+    not reset the count). Attempts refused during a back-off are not failures: they neither
+    extend it nor double the next one. At most ``max_keys`` accounts are remembered, the
+    least recently failed forgotten first.
+    """
+
+    def __init__(
+        self, clock: Clock, after: int, max_seconds: float, *, base: float = 1.0,
+        max_keys: int = 100_000,
+    ) -> None:
+        if after < 1 or max_seconds <= 0 or base <= 0 or max_keys < 1:
+            raise ValueError("after, max_seconds, base and max_keys must be positive")
+        self._clock = clock
+        self._after = after
+        self._max = max_seconds
+        self._base = base
+        self._max_keys = max_keys
+        self._accounts: OrderedDict[str, _Failures] = OrderedDict()
+
+    def _live(self, key: str, now: float) -> _Failures | None:
+        state = self._accounts.get(key)
+        if state is not None and now - state.last > 2 * self._max and now >= state.until:
+            del self._accounts[key]
+            return None
+        return state
+
+    def wait(self, key: str) -> float:
+        """Seconds the account must still wait before a login is checked; 0 if none."""
+        now = self._clock.now()
+        state = self._live(key, now)
+        return 0.0 if state is None else max(0.0, state.until - now)
+
+    def failed(self, key: str) -> float:
+        """Count a failed login; returns the back-off it starts (0 below the threshold)."""
+        now = self._clock.now()
+        state = self._live(key, now)
+        if state is None:
+            if len(self._accounts) >= self._max_keys:
+                self._accounts.popitem(last=False)
+            state = self._accounts[key] = _Failures()
+        else:
+            self._accounts.move_to_end(key)
+        state.count += 1
+        state.last = now
+        over = state.count - self._after
+        if over < 0:
+            return 0.0
+        # 2 ** over overflows a float long after it passes any sane maximum.
+        delay = self._max if over >= 64 else min(self._max, self._base * 2.0**over)
+        state.until = now + delay
+        return delay
+
+    def succeeded(self, key: str) -> None:
+        self._accounts.pop(key, None)
+
+    def __len__(self) -> int:
+        return len(self._accounts)
+
+
+def retry_after_seconds(wait: float) -> int:
+    """A ``Retry-After`` value: whole seconds, rounded up, at least 1."""
+    return max(1, math.ceil(wait))

@@ -177,9 +177,12 @@ class HandoffService:
         severity: int,
         description: str,
         attachment_ids: list[str],
+        chat_id: str | None = None,
     ) -> tuple[dict[str, Any], str, list[Handoff]]:
         """A ticket left without a chat: stored as a closed session of origin 'offline'
-        with its outbox rows, so it takes the same road to the backends as a chat."""
+        with its outbox rows, so it takes the same road to the backends as a chat.
+        ``chat_id`` is a chat the caller proved theirs (by its resume token): its files
+        may go with the ticket too, e.g. a guest's, whose identity is new each time."""
         topic = topic.strip()
         if not topic:
             raise BadRequest("topic must not be empty")
@@ -192,7 +195,9 @@ class HandoffService:
             record = await self.store.get_attachment(att_id)
             owner = await self.store.get_session(record.session_id) if record else None
             # Only files the same customer uploaded: an id alone proves nothing.
-            if record is None or owner is None or owner.customer.id != customer.id:
+            if record is None or owner is None or (
+                owner.customer.id != customer.id and owner.id != chat_id
+            ):
                 raise NotFound(f"no attachment {att_id} of yours")
             attachments.append(record)
         now = self.clock.now()

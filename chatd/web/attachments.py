@@ -5,6 +5,10 @@
 (chatd.files), records it, and announces it in the chat as an ``attachment`` message.
 ``GET /api/attachments/{id}`` and ``.../thumbnail`` serve it to the session's customer (by
 resume token), its engineer and leads; everyone else gets 404, as if it did not exist.
+
+An upload holds a slot of its chat and of its uploader while it runs, and its body must
+keep arriving (idle and total deadlines): a hostile client can hold only a few of them, and
+not for long (docs/security.md).
 """
 
 from __future__ import annotations
@@ -14,17 +18,19 @@ import contextlib
 import logging
 import re
 import uuid
-from dataclasses import dataclass
+from collections import Counter
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass, field
 from typing import BinaryIO
 
-from aiohttp import BodyPartReader, MultipartReader, hdrs, web
+from aiohttp import BodyPartReader, MultipartReader, StreamReader, hdrs, web
 from aiohttp.abc import AbstractStreamWriter
 from aiohttp.http import HttpVersion11
 
 from .. import accounts
 from ..config import Settings
 from ..core.clock import Clock
-from ..core.desk import Actor, hash_token
+from ..core.desk import Actor, ResumeTokenExpired, hash_token
 from ..core.errors import (
     BadRequest,
     Conflict,
@@ -40,6 +46,7 @@ from ..core.ports import AttachmentRecord
 from ..core.ratelimit import KeyedLimiter
 from ..files import (
     CHUNK_SIZE,
+    InsufficientStorage,
     Kind,
     Thumbnail,
     UploadFolder,
@@ -49,7 +56,7 @@ from ..files import (
     text_verdict,
 )
 from . import keys
-from .http import error_response, request_token
+from .http import address_key, error_response, request_token
 
 log = logging.getLogger(__name__)
 
@@ -61,14 +68,90 @@ CSP = "sandbox; default-src 'none'"
 _UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
 
 
+class UploadTimedOut(BadRequest):
+    """The body stopped arriving, or took too long in all: answered 408 (the code stays
+    ``bad_request``, as for 405: the status says which)."""
+
+
+class Slot:
+    """One upload in progress, counted against its chat, its uploader and its client address
+    until released."""
+
+    def __init__(self, slots: UploadSlots, keys: tuple[str, str, str] | None) -> None:
+        self._slots = slots
+        self._keys = keys
+
+    def release(self) -> None:
+        """Give the slot back; once only, whatever way the upload ended."""
+        keys, self._keys = self._keys, None
+        if keys is not None:
+            self._slots.give_back(*keys)
+
+    def hand_over(self) -> Slot:
+        """The same slot under a new owner; releasing this one then does nothing."""
+        keys, self._keys = self._keys, None
+        return Slot(self._slots, keys)
+
+
+@dataclass
+class UploadSlots:
+    """Uploads in progress per chat, per uploader (a customer or an engineer, across all
+    their chats and connections) and per client address (guests can make new identities,
+    and so new chats, but not new addresses)."""
+
+    per_session: int
+    per_uploader: int
+    per_address: int
+    sessions: Counter[str] = field(default_factory=Counter)
+    uploaders: Counter[str] = field(default_factory=Counter)
+    addresses: Counter[str] = field(default_factory=Counter)
+
+    def take(self, session_id: str, uploader: str, address: str) -> Slot:
+        """A slot, or RateLimited at once when the chat, the uploader or the address has
+        none left."""
+        if self.sessions[session_id] >= self.per_session:
+            raise RateLimited(
+                f"this chat already has {self.per_session} uploads in progress; "
+                "wait for one to finish",
+                limit=self.per_session,
+            )
+        if self.uploaders[uploader] >= self.per_uploader:
+            raise RateLimited(
+                f"you already have {self.per_uploader} uploads in progress; "
+                "wait for one to finish",
+                limit=self.per_uploader,
+            )
+        if self.addresses[address] >= self.per_address:
+            raise RateLimited(
+                f"your network address already has {self.per_address} uploads in progress; "
+                "wait for one to finish",
+                limit=self.per_address,
+            )
+        self.sessions[session_id] += 1
+        self.uploaders[uploader] += 1
+        self.addresses[address] += 1
+        return Slot(self, (session_id, uploader, address))
+
+    def give_back(self, session_id: str, uploader: str, address: str) -> None:
+        for counter, key in (
+            (self.sessions, session_id), (self.uploaders, uploader), (self.addresses, address)
+        ):
+            counter[key] -= 1
+            if counter[key] <= 0:
+                del counter[key]  # keep only the keys that hold something
+
+
 @dataclass
 class Uploads:
     folder: UploadFolder
     limiter: KeyedLimiter  # per API or resume token: one client's uploads
+    slots: UploadSlots
     max_bytes: int
     session_max_count: int
     session_max_bytes: int
     kinds: tuple[str, ...]
+    idle_timeout: float
+    total_timeout: float
 
 
 UPLOADS = web.AppKey("uploads", Uploads)
@@ -77,12 +160,19 @@ UPLOADS = web.AppKey("uploads", Uploads)
 def setup_attachments(app: web.Application, settings: Settings, clock: Clock) -> None:
     """Register the attachment routes and the upload folder on ``app``."""
     uploads = Uploads(
-        folder=UploadFolder(settings.upload_dir),
+        folder=UploadFolder(settings.upload_dir, min_free_bytes=settings.upload_min_free_bytes),
         limiter=KeyedLimiter(clock, settings.upload_rate, settings.upload_burst),
+        slots=UploadSlots(
+            settings.upload_concurrent_per_session,
+            settings.upload_concurrent_per_customer,
+            settings.upload_concurrent_per_address,
+        ),
         max_bytes=settings.upload_max_bytes,
         session_max_count=settings.upload_session_max_count,
         session_max_bytes=settings.upload_session_max_bytes,
         kinds=settings.upload_types,
+        idle_timeout=settings.upload_idle_timeout_seconds,
+        total_timeout=settings.upload_total_timeout_seconds,
     )
     app[UPLOADS] = uploads
 
@@ -91,7 +181,11 @@ def setup_attachments(app: web.Application, settings: Settings, clock: Clock) ->
         if removed:
             log.info("removed %d unfinished uploads", removed)
 
+    async def close_folder(app: web.Application) -> None:
+        uploads.folder.close()
+
     app.on_startup.append(prepare_folder)
+    app.on_cleanup.append(close_folder)
     app.router.add_post(
         "/api/sessions/{session_id}/attachments", upload, expect_handler=expect_upload
     )
@@ -116,6 +210,12 @@ async def expect_upload(request: web.Request) -> web.StreamResponse | None:
         )
         response.force_close()
         return response
+    try:
+        uploads.folder.check_space()
+    except InsufficientStorage as exc:
+        response = error_response(exc.code, exc.message)
+        response.force_close()
+        return response
     await request.writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
     request.writer.output_size = 0
     return None
@@ -123,7 +223,6 @@ async def expect_upload(request: web.Request) -> web.StreamResponse | None:
 
 async def upload(request: web.Request) -> web.Response:
     uploads = request.app[UPLOADS]
-    store = request.app[keys.STORE]
     desk = request.app[keys.DESK]
     session_id = request.match_info["session_id"]
 
@@ -134,6 +233,21 @@ async def upload(request: web.Request) -> web.Response:
         raise SessionClosed("the chat has ended; files can no longer be added to it")
     if isinstance(actor, Engineer) and session.state is not SessionState.ACTIVE:
         raise Conflict("the session is not assigned yet")
+    # Taken before the rate limit, so that an upload refused for want of a slot costs the
+    # client none of its allowance; given back in every outcome below.
+    slot = uploads.slots.take(session_id, _uploader_key(actor), address_key(request.remote))
+    try:
+        return await _upload(request, uploads, actor, token, session_id, slot)
+    finally:
+        slot.release()
+
+
+async def _upload(
+    request: web.Request, uploads: Uploads, actor: Actor, token: str, session_id: str,
+    slot: Slot,
+) -> web.Response:
+    store = request.app[keys.STORE]
+    uploads.folder.check_space()
     if not uploads.limiter.take(hash_token(token)):
         raise RateLimited("too many uploads; wait a little before sending another file")
     count, used = await store.session_attachment_usage(session_id)
@@ -159,10 +273,16 @@ async def upload(request: web.Request) -> web.Response:
         raise BadRequest("send the file as multipart/form-data, in a field named 'file'")
 
     try:
-        received = await _receive(request, uploads, cap, too_large)
+        received = await _receive(request, uploads, session_id, cap, too_large)
     except (ConnectionError, asyncio.IncompleteReadError):
         log.info("an upload to session %s was cut off", session_id)
         raise BadRequest("the upload was cut off before the end of the file") from None
+    except UploadTimedOut as exc:
+        log.info("an upload to session %s timed out: %s", session_id, exc.message)
+        response = error_response(exc.code, exc.message, **exc.details)
+        response.set_status(408)
+        response.force_close()  # the rest of the body is not worth waiting for
+        return response
 
     # The file is complete and accepted: from here on the upload is finished even if the
     # client goes away (a half-published attachment is what must never exist).
@@ -171,6 +291,9 @@ async def upload(request: web.Request) -> web.Response:
         return await asyncio.shield(publishing)
     except asyncio.CancelledError:
         publishing.add_done_callback(_log_failure)
+        # The slot goes back when the publishing ends, not when the request does.
+        later = slot.hand_over()
+        publishing.add_done_callback(lambda _: later.release())
         raise
 
 
@@ -241,7 +364,96 @@ class Received:
     thumbnail: Thumbnail | None
 
 
-async def _receive(request: web.Request, uploads: Uploads, cap: int, too_large: str) -> Received:
+class BodyDeadline:
+    """The idle and total deadlines of an upload's body, as one ``asyncio.timeout``.
+
+    Idle means no byte of the body arrived (aiohttp's count of bytes received, so a body
+    trickling in inside one read still counts as arriving); it is looked at a few times per
+    idle period. Time the server itself spends waiting for its disk (``server_busy``) is
+    never idle time: a slow disk is not the client's fault.
+    """
+
+    CHECKS_PER_IDLE = 4
+
+    def __init__(self, content: StreamReader, idle: float, total: float) -> None:
+        self._content = content
+        self._idle = idle
+        self._total = total
+        self._busy = 0
+        self._seen = 0
+        self._last = 0.0
+        self._end = 0.0
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._timeout: asyncio.Timeout | None = None
+        self._check_handle: asyncio.TimerHandle | None = None
+        self.idle_expired = False
+
+    @contextlib.asynccontextmanager
+    async def running(self) -> AsyncIterator[BodyDeadline]:
+        """UploadTimedOut when a deadline passes inside the block."""
+        loop = self._loop = asyncio.get_running_loop()
+        now = loop.time()
+        self._end = now + self._total
+        self._last = now
+        self._seen = self._content.total_bytes
+        try:
+            async with asyncio.timeout_at(self._end) as timeout:
+                self._timeout = timeout
+                self._schedule(now)
+                try:
+                    yield self
+                finally:
+                    if self._check_handle is not None:
+                        self._check_handle.cancel()
+        except TimeoutError:
+            assert self._timeout is not None
+            if not self._timeout.expired():
+                raise  # not ours
+            raise self._error() from None
+
+    @contextlib.contextmanager
+    def server_busy(self) -> Iterator[None]:
+        self._busy += 1
+        try:
+            yield
+        finally:
+            self._busy -= 1
+            assert self._loop is not None
+            self._last = max(self._last, self._loop.time())
+
+    def _schedule(self, now: float) -> None:
+        assert self._loop is not None
+        when = min(self._end, now + self._idle / self.CHECKS_PER_IDLE)
+        self._check_handle = self._loop.call_at(when, self._check)
+
+    def _check(self) -> None:
+        assert self._loop is not None and self._timeout is not None
+        now = self._loop.time()
+        seen = self._content.total_bytes
+        if seen != self._seen or self._busy:
+            self._seen, self._last = seen, now
+        elif now - self._last >= self._idle:
+            self.idle_expired = True
+            self._timeout.reschedule(now)
+            return
+        self._schedule(now)
+
+    def _error(self) -> UploadTimedOut:
+        if self.idle_expired:
+            return UploadTimedOut(
+                f"no data arrived for {self._idle:g} seconds; the upload was abandoned",
+                limit=self._idle,
+            )
+        return UploadTimedOut(
+            f"the upload took longer than {self._total:g} seconds; send smaller files or "
+            "use a faster connection",
+            limit=self._total,
+        )
+
+
+async def _receive(
+    request: web.Request, uploads: Uploads, session_id: str, cap: int, too_large: str
+) -> Received:
     """Stream the ``file`` field to disk and decide what it is; nothing is left on disk
     unless this returns."""
     try:
@@ -249,25 +461,30 @@ async def _receive(request: web.Request, uploads: Uploads, cap: int, too_large: 
     except (ValueError, AssertionError, KeyError) as exc:
         raise BadRequest(f"the multipart body cannot be read: {exc}") from None
     folder = uploads.folder
+    deadline = BodyDeadline(request.content, uploads.idle_timeout, uploads.total_timeout)
     async with folder.upload(cap, too_large) as up:
-        part, fields = await _file_part(reader)
-        raw_name = part.filename
-        checked = False
-        while chunk := await _read_chunk(part):
-            await up.write(chunk)
-            if not checked and up.head_ready():
-                # Refuse executables and unknown binaries on their first bytes, not after
-                # their last: only text needs to be seen whole.
-                detect(up.head, text_verdict(up.head, final=False), uploads.kinds)
-                checked = True
-        await _finish_body(reader, fields)
+        async with deadline.running():
+            part, fields = await _file_part(reader)
+            raw_name = part.filename
+            checked = False
+            while chunk := await _read_chunk(part):
+                with deadline.server_busy():
+                    await up.write(chunk)
+                if not checked and up.head_ready():
+                    # Refuse executables and unknown binaries on their first bytes, not
+                    # after their last: only text needs to be seen whole.
+                    detect(up.head, text_verdict(up.head, final=False), uploads.kinds)
+                    checked = True
+            await _finish_body(reader, fields)
         sha256 = await up.finish()
         kind = detect(up.head, up.text, uploads.kinds)
         filename = display_name(raw_name, kind, uploads.kinds)
         stored_name = folder.new_name()
         thumbnail = None
         if kind.is_image:
-            thumbnail = await folder.thumbnail(up.path, stored_name, kind, uploads.kinds)
+            thumbnail = await folder.thumbnail(
+                up.path, stored_name, kind, uploads.kinds, turn=session_id
+            )
         try:
             await up.commit(stored_name)
         except BaseException:
@@ -347,6 +564,10 @@ async def _uploader(request: web.Request, session_id: str) -> tuple[Actor, str]:
     return session.customer, token
 
 
+def _uploader_key(actor: Actor) -> str:
+    return f"customer:{actor.id}" if isinstance(actor, Customer) else f"engineer:{actor.id}"
+
+
 def _sender(actor: Actor) -> Sender:
     if isinstance(actor, Customer):
         return Sender("customer", actor.id, actor.name)
@@ -420,6 +641,8 @@ async def _may_read(request: web.Request, record: AttachmentRecord, token: str) 
         return True
     try:
         await desk.verify_resume_token(record.session_id, token)
+    except ResumeTokenExpired:
+        raise  # only the chat's own token gets here, so saying why hides nothing
     except Unauthorized:
         return False
     return True
@@ -428,7 +651,8 @@ async def _may_read(request: web.Request, record: AttachmentRecord, token: str) 
 async def _serve(
     request: web.Request, name: str, *, content_type: str, disposition: str, etag: str
 ) -> web.StreamResponse:
-    opened = await asyncio.to_thread(request.app[UPLOADS].folder.open, name)
+    folder = request.app[UPLOADS].folder
+    opened = await asyncio.get_running_loop().run_in_executor(folder.io, folder.open, name)
     if opened is None:
         log.warning("stored file %s is missing or not a regular file", name)
         raise NotFound("no such attachment")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+from collections.abc import Mapping
 from http.cookies import CookieError, SimpleCookie
 from typing import Any
 
@@ -79,3 +80,42 @@ def bearer(header: str | None) -> str | None:
     if scheme.lower() != "bearer" or not value.strip():
         return None
     return value.strip()
+
+
+def own_origin(public_url: str, host: str | None, forwarded_proto: str | None,
+               scheme: str = "http") -> str | None:
+    """chatd's own origin (where the console and monitor pages are served from): the
+    origin of ``public_url`` when set, else the request's ``Host`` with its scheme (the
+    first ``X-Forwarded-Proto`` value, else the connection's)."""
+    if public_url:
+        proto, _, rest = public_url.partition("://")
+        return _normal_origin(f"{proto}://{rest.split('/', 1)[0]}")
+    if not host:
+        return None
+    proto = (forwarded_proto or scheme).split(",")[0].strip().lower() or scheme
+    return _normal_origin(f"{proto}://{host.strip()}")
+
+
+_DEFAULT_PORTS = {"http": ":80", "https": ":443"}
+
+
+def _normal_origin(origin: str) -> str:
+    """An origin as browsers send it: lower case, no trailing slash, no default port."""
+    origin = origin.strip().rstrip("/").lower()
+    proto = origin.partition("://")[0]
+    port = _DEFAULT_PORTS.get(proto)
+    if port and origin.endswith(port):
+        origin = origin[: -len(port)]
+    return origin
+
+
+def is_same_origin(headers: Mapping[str, str], public_url: str, scheme: str = "http") -> bool:
+    """Whether a browser request comes from chatd's own pages: its ``Origin`` is chatd's own
+    origin, or, without ``Origin``, ``Sec-Fetch-Site`` says ``same-origin``. A request with
+    neither is not known to be same-origin."""
+    origin = headers.get("Origin")
+    if origin is not None:
+        own = own_origin(public_url, headers.get("Host"), headers.get("X-Forwarded-Proto"),
+                         scheme)
+        return own is not None and _normal_origin(origin) == own
+    return headers.get("Sec-Fetch-Site", "").strip().lower() == "same-origin"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ipaddress
 import logging
+import re
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Annotated, Any
@@ -13,14 +14,23 @@ from aiohttp import web
 from aiohttp.typedefs import Middleware
 
 from .. import accounts
+from ..config import Settings
+from ..core.clock import Clock
 from ..core.desk import hash_token
 from ..core.errors import BadRequest, DeskError, Forbidden, RateLimited, TooLarge, Unauthorized
 from ..core.models import MAX_TEXT_LENGTH, Engineer, iso
-from ..core.ratelimit import KeyedLimiter
+from ..core.ratelimit import AccountBackoff, KeyedLimiter, retry_after_seconds
 from ..handoff.service import HANDOFF
 from . import keys
 from . import schemas as s
-from .auth import COOKIE_NAME, bearer, cookie_token, customer_from_jwt, guest_customer
+from .auth import (
+    COOKIE_NAME,
+    bearer,
+    cookie_token,
+    customer_from_jwt,
+    guest_customer,
+    is_same_origin,
+)
 
 log = logging.getLogger(__name__)
 
@@ -33,6 +43,7 @@ STATUS = {
     "session_closed": 409,
     "too_large": 413,
     "unsupported_type": 415,
+    "insufficient_storage": 507,
     "rate_limited": 429,
     "unavailable": 503,
     "internal": 500,
@@ -57,7 +68,12 @@ async def errors_middleware(request: web.Request, handler: Handler) -> web.Strea
     try:
         return await handler(request)
     except DeskError as exc:
-        return error_response(exc.code, exc.message, **exc.details)
+        details = dict(exc.details)
+        retry_after = details.pop("retry_after", None)  # a header, not part of the body
+        response = error_response(exc.code, exc.message, **details)
+        if retry_after is not None:
+            response.headers["Retry-After"] = str(retry_after_seconds(float(retry_after)))
+        return response
     except msgspec.ValidationError as exc:
         return error_response("bad_request", str(exc))
     except web.HTTPException as exc:
@@ -100,12 +116,28 @@ def client_address_middleware(trusted: tuple[str, ...]) -> Middleware:
             client = ip
             if not is_trusted(ip):
                 break
-        return await handler(request.clone(remote=str(client)))
+        relayed = request.clone(remote=str(client))
+        relayed[VIA_TRUSTED_PROXY] = True
+        return await handler(relayed)
 
     return middleware
 
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+# Set on a request whose client address was taken from a trusted proxy's X-Forwarded-For.
+VIA_TRUSTED_PROXY = web.RequestKey("via_trusted_proxy", bool)
+FORWARDING_HEADERS = ("X-Forwarded-For", "Forwarded", "X-Real-IP")
+
+
+def is_loopback_caller(request: web.Request) -> bool:
+    """Whether the client is on this host. A loopback peer that relays for someone else
+    (it sends a forwarding header and is not a trusted proxy whose header was followed) is
+    not: a reverse proxy on the same host must not make the whole internet local."""
+    ip = _ip(request.remote)
+    if ip is None or not ip.is_loopback:
+        return False
+    forwarded = any(h in request.headers for h in FORWARDING_HEADERS)
+    return not forwarded or request.get(VIA_TRUSTED_PROXY, False)
 
 
 def _ip(text: str | None) -> IPAddress | None:
@@ -135,6 +167,74 @@ async def headers_middleware(request: web.Request, handler: Handler) -> web.Stre
     if request.path.startswith("/api/"):
         response.headers.setdefault("Cache-Control", "no-store")
     return response
+
+
+SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+# Engine.IO's long-polling requests: the Socket.IO layer judges their origin itself.
+SOCKETIO_PATH = "/socket.io/"
+# The one cookie-authenticated endpoint whose body is not JSON (the console's uploads).
+MULTIPART_PATH = re.compile(r"^/api/sessions/[^/]+/attachments$")
+
+
+def is_json(content_type: str | None) -> bool:
+    """``application/json``, with or without parameters (``; charset=utf-8``)."""
+    return (content_type or "").split(";", 1)[0].strip().lower() == "application/json"
+
+
+def cross_site_middleware(public_url: str) -> Middleware:
+    """Refuses state-changing requests a page of another origin could make with the
+    engineer's cookie (docs/security.md#cookies-origins-and-cross-site-requests).
+
+    The cookie is ``SameSite=Strict``, but a site is wider than an origin: a page on
+    another host of the same site still sends it. So a request that changes something
+    and authenticates by the cookie (not by an ``Authorization`` header, which a page
+    elsewhere cannot fill: the cookie holding the token is HttpOnly) must come from
+    chatd's own origin, and carry a JSON body unless it is an upload; a login, which has
+    no cookie yet, must carry JSON too, so that no plain form can post one.
+    """
+
+    @web.middleware
+    async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+        if request.method in SAFE_METHODS or request.path.startswith(SOCKETIO_PATH):
+            return await handler(request)
+        # An empty body (logout) needs no type; some clients label even that one.
+        has_body = request.body_exists
+        by_cookie = (
+            bearer(request.headers.get("Authorization")) is None
+            and cookie_token(request.headers.get("Cookie")) is not None
+        )
+        if by_cookie:
+            if not is_same_origin(request.headers, public_url, request.scheme):
+                return error_response(
+                    "forbidden",
+                    "a request signed in by the chatd_token cookie must come from chatd's "
+                    "own pages (same Origin); other clients send Authorization: Bearer",
+                )
+            if has_body and not MULTIPART_PATH.match(request.path) and not is_json(
+                request.headers.get("Content-Type")
+            ):
+                return error_response(
+                    "forbidden", "the body must be sent as Content-Type: application/json"
+                )
+        elif request.path == "/api/login" and not is_json(request.headers.get("Content-Type")):
+            return error_response(
+                "forbidden", "log in with a JSON body (Content-Type: application/json)"
+            )
+        return await handler(request)
+
+    return middleware
+
+
+def address_key(remote: str | None) -> str:
+    """The key of a client address in per-address limits: an IPv6 address by its /64
+    (one subscriber's usual allocation, so rotating through it buys nothing), an IPv4
+    address as itself."""
+    ip = _ip(remote)
+    if ip is None:
+        return remote or "unknown"
+    if isinstance(ip, ipaddress.IPv6Address):
+        return str(ipaddress.IPv6Network((ip, 64), strict=False))
+    return str(ip)
 
 
 async def json_body(request: web.Request, schema: type[s.T]) -> s.T:
@@ -173,16 +273,58 @@ def engineer_wire(engineer: Engineer) -> dict[str, Any]:
     }
 
 
+LOGIN_BACKOFF = web.AppKey("login_backoff", AccountBackoff)
+PASSWORDS = web.AppKey("passwords", accounts.PasswordHashing)
+
+
+def setup_logins(app: web.Application, settings: Settings, clock: Clock) -> None:
+    """The login limits and the password threads, created and stopped with ``app``
+    (docs/security.md#logins)."""
+    app[keys.LOGIN_LIMITER] = KeyedLimiter(
+        clock, rate=0.5, burst=10, max_keys=settings.limiter_max_keys
+    )
+    app[LOGIN_BACKOFF] = AccountBackoff(
+        clock, settings.login_backoff_after, settings.login_backoff_max_seconds,
+        max_keys=settings.limiter_max_keys,
+    )
+    passwords = accounts.PasswordHashing(settings.password_hash_workers)
+    app[PASSWORDS] = passwords
+
+    async def close(app: web.Application) -> None:
+        passwords.close()
+
+    app.on_cleanup.append(close)
+
+
 async def login(request: web.Request) -> web.Response:
     limiter: KeyedLimiter = request.app[keys.LOGIN_LIMITER]
-    if not limiter.take(request.remote or "unknown"):
-        raise RateLimited("too many login attempts; wait a minute")
+    address = address_key(request.remote)
+    if not limiter.take(address):
+        raise RateLimited("too many login attempts; wait a minute",
+                          retry_after=limiter.retry_after(address))
     body = await json_body(request, s.Login)
     settings = request.app[keys.SETTINGS]
-    token, engineer, expires_at = await accounts.login(
-        request.app[keys.STORE], request.app[keys.CLOCK], body.email, body.password,
-        settings.token_ttl_seconds,
-    )
+    backoff = request.app[LOGIN_BACKOFF]
+    account = accounts.account_key(body.email)
+    wait = backoff.wait(account)
+    if wait > 0:
+        # Refused before the password is looked at: during a back-off even the right one
+        # cannot tell a guesser anything.
+        raise RateLimited("too many failed logins for this account; wait before trying again",
+                          retry_after=wait)
+    try:
+        token, engineer, expires_at = await accounts.login(
+            request.app[keys.STORE], request.app[keys.CLOCK], body.email, body.password,
+            settings.token_ttl_seconds, request.app[PASSWORDS],
+        )
+    except Unauthorized:
+        delay = backoff.failed(account)
+        if delay > 0:
+            log.warning("repeated failed logins: the account backs off for %.0f s", delay,
+                        extra={"account": account if account.isprintable() else repr(account),
+                               "client": request.remote})
+        raise
+    backoff.succeeded(account)
     log.info("engineer logged in", extra={"engineer_id": engineer.id})
     response = web.json_response(
         {"ok": True, "token": token, "engineer": engineer_wire(engineer),
@@ -247,7 +389,8 @@ class TicketRequest(msgspec.Struct):
         default_factory=list
     )
     guest: s.Guest | None = None
-    # The chat the customer is queued in, for guests' uploads made while waiting.
+    # A chat of the same customer (typically the one they are queued in) whose files go
+    # with the ticket: its resume token proves the chat, not who the customer is.
     session_id: s.SessionId | None = None
     resume_token: s.Token | None = None
 
@@ -299,32 +442,42 @@ async def transcript(request: web.Request) -> web.Response:
 
 async def create_ticket(request: web.Request) -> web.Response:
     """POST /api/tickets: a ticket left without a chat (e.g. no engineer online). The
-    customer is the Bearer widget JWT's, the queued session's (session_id + resume_token),
-    or a guest's when guests are allowed."""
+    customer is the Bearer widget JWT's, or a guest's when guests are allowed. A chat's
+    session_id + resume_token only let that chat's files go with the ticket: a resume
+    token authorises its own chat, never a new one."""
     handoff = request.app[HANDOFF]
-    if not handoff.ticket_limiter.take(request.remote or "unknown"):
+    if not handoff.ticket_limiter.take(address_key(request.remote)):
         raise RateLimited("too many tickets from here; wait a minute")
     body = await json_body(request, TicketRequest)
     settings = request.app[keys.SETTINGS]
     token = bearer(request.headers.get("Authorization"))
-    customer = None
     if token:
         customer = customer_from_jwt(token, settings.widget_secret)
+    elif body.guest is None:
+        raise Unauthorized(
+            "send a customer token (Bearer) or guest details; a chat's resume token"
+            " does not open a ticket"
+        )
+    elif not settings.allow_guests:
+        raise Unauthorized("guests are not allowed; a signed customer token is needed")
+    else:
+        customer = guest_customer(body.guest.name, body.guest.email)
+    chat_id = None
     if body.session_id and body.resume_token:
-        queued = await request.app[keys.DESK].verify_resume_token(
+        chat = await request.app[keys.DESK].verify_resume_token(
             body.session_id, body.resume_token
         )
-        if customer is not None and customer.id != queued.customer.id:
+        # A guest is someone new on every visit, so only the kind must match.
+        same = (
+            chat.customer.id == customer.id
+            if token
+            else chat.customer.id.startswith("guest:")
+        )
+        if not same:
             raise Unauthorized("the resume token belongs to another customer")
-        customer = queued.customer
-    if customer is None:
-        if body.guest is None:
-            raise Unauthorized("send a customer token (Bearer) or guest details")
-        if not settings.allow_guests:
-            raise Unauthorized("guests are not allowed; a signed customer token is needed")
-        customer = guest_customer(body.guest.name, body.guest.email)
+        chat_id = chat.id
     session, resume_token, handoffs = await handoff.create_ticket(
-        customer, body.topic, body.severity, body.description, body.attachments
+        customer, body.topic, body.severity, body.description, body.attachments, chat_id
     )
     log.info("offline ticket left", extra={"session_id": session["id"]})
     return web.json_response(

@@ -30,7 +30,7 @@ from ..logs import DeskLog
 from ..metrics import LoopLag, Metrics
 from . import keys
 from .auth import bearer
-from .http import current_engineer, json_body
+from .http import current_engineer, is_loopback_caller, json_body
 
 log = logging.getLogger(__name__)
 
@@ -191,11 +191,18 @@ async def _lead(request: web.Request) -> Engineer:
 
 
 async def metrics_view(request: web.Request) -> web.Response:
+    """With ``metrics_token``, for its bearer only; without, for callers on this host only
+    (docs/security.md#metrics): the metrics tell a stranger how busy the desk is."""
     expected = request.app[keys.SETTINGS].metrics_token
     if expected:
         given = bearer(request.headers.get("Authorization")) or ""
         if not hmac.compare_digest(given.encode(), expected.encode()):
             raise Unauthorized("/metrics needs the configured bearer token")
+    elif not is_loopback_caller(request):
+        raise Forbidden(
+            "/metrics answers only this host; set CHATD_METRICS_TOKEN and send it as "
+            "Authorization: Bearer to scrape from elsewhere"
+        )
     body = request.app[MONITOR].metrics.render()
     return web.Response(body=body, headers={"Content-Type": METRICS_CONTENT_TYPE})
 
@@ -250,6 +257,10 @@ def setup_monitoring(app: web.Application, monitor: Monitor) -> None:
 
     # After the store has opened (cleanup contexts run first) and before it closes.
     async def start(app: web.Application) -> None:
+        if monitor.settings.metrics_token:
+            log.info("/metrics: bearer token required")
+        else:
+            log.info("/metrics: loopback only; set CHATD_METRICS_TOKEN to scrape from elsewhere")
         await monitor.start()
 
     async def stop(app: web.Application) -> None:

@@ -13,7 +13,6 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-import engineio
 import msgspec
 import socketio
 
@@ -33,7 +32,8 @@ from ..core.errors import DeskError, Forbidden, RateLimited, TooLarge, Unauthori
 from ..core.models import Customer, Engineer, EngineerStatus, Message
 from ..core.ratelimit import KeyedLimiter, TokenBucket
 from . import schemas as s
-from .auth import cookie_token, customer_from_jwt, guest_customer
+from .auth import cookie_token, customer_from_jwt, guest_customer, is_same_origin
+from .transport import _JSON, Manager, Packet, Server, TransportLimits
 
 log = logging.getLogger(__name__)
 
@@ -49,6 +49,10 @@ class Limits:
     connect_rate: float
     connect_burst: int
     max_event_bytes: int
+    event_rate: float = 20.0  # every event, per connection
+    event_burst: int = 60
+    public_url: str = ""  # where the console is served from; empty: the request's Host
+    limiter_max_keys: int = 100_000
 
 
 def _error(code: str, message: str, **details: Any) -> dict[str, Any]:
@@ -79,116 +83,6 @@ class Emitter:
             )
 
 
-RESERVED_EVENTS = frozenset({"connect", "disconnect", "connect_error"})
-
-
-class _JSON:
-    """The ``json`` module's two functions, done by msgspec (several times faster)."""
-
-    _encoder = msgspec.json.Encoder()
-
-    @classmethod
-    def dumps(cls, obj: Any, **_: Any) -> str:
-        return cls._encoder.encode(obj).decode()
-
-    @staticmethod
-    def loads(s: str | bytes, **_: Any) -> Any:
-        try:
-            return msgspec.json.decode(s)
-        except msgspec.DecodeError as exc:  # callers expect json's ValueError
-            raise ValueError(str(exc)) from None
-
-
-class Packet(socketio.packet.Packet):  # type: ignore[misc]
-    """Socket.IO packets without binary attachments: chatd sends files over HTTP, so the
-    library's recursive scan of every outgoing payload for bytes is wasted work."""
-
-    uses_binary_events = False
-    json = _JSON
-
-
-class Manager(socketio.AsyncManager):  # type: ignore[misc]
-    """python-socketio's room manager, sending an event to a room's members one after
-    another, in the emitting task.
-
-    The library makes a task per recipient and waits for them all, which costs the
-    emitting handler (and so its ack) two more turns of the event loop. Sending only
-    queues the packet on the recipient's socket, so doing it in turn is the same work,
-    done sooner. Emits with a callback (chatd makes none) take the library's path.
-    """
-
-    async def emit(
-        self,
-        event: str,
-        data: Any,
-        namespace: str,
-        room: str | None = None,
-        skip_sid: str | list[str] | None = None,
-        callback: Any = None,
-        to: str | None = None,
-        **kwargs: Any,
-    ) -> None:
-        if callback is not None:
-            await super().emit(event, data, namespace, room=room, skip_sid=skip_sid,
-                               callback=callback, to=to, **kwargs)
-            return
-        room = to or room
-        if namespace not in self.rooms:
-            return
-        skip = skip_sid if isinstance(skip_sid, list) else [skip_sid]
-        recipients = [
-            eio_sid for sid, eio_sid in self.get_participants(namespace, room) if sid not in skip
-        ]
-        if not recipients:
-            return
-        args = list(data) if isinstance(data, tuple) else [] if data is None else [data]
-        encoded = self.server.packet_class(
-            socketio.packet.EVENT, namespace=namespace, data=[event, *args]
-        ).encode()
-        packets = [
-            engineio.packet.Packet(engineio.packet.MESSAGE, p)
-            for p in (encoded if isinstance(encoded, list) else [encoded])
-        ]
-        for eio_sid in recipients:
-            for pkt in packets:
-                try:
-                    await self.server._send_eio_packet(eio_sid, pkt)
-                except engineio.exceptions.SocketIsClosedError:
-                    pass  # it left meanwhile; the others still get the event
-                except Exception:
-                    log.exception("sending %s to a member of %s failed", event, room)
-
-
-class Server(socketio.AsyncServer):  # type: ignore[misc]
-    """python-socketio's server, refusing malformed event packets before dispatch.
-
-    The library hands ``data[0]`` to the handlers as the event name without checking it, and
-    treats a client event named ``connect`` or ``disconnect`` like the real thing; a hostile
-    client must not reach either path.
-    """
-
-    async def _handle_event(
-        self, eio_sid: str, namespace: str | None, id: int | None, data: Any
-    ) -> None:
-        if (
-            isinstance(data, list)
-            and data
-            and isinstance(data[0], str)
-            and data[0] not in RESERVED_EVENTS
-        ):
-            await super()._handle_event(eio_sid, namespace, id, data)
-            return
-        namespace = namespace or "/"
-        sid = self.manager.sid_from_eio_sid(eio_sid, namespace)
-        if id is None or sid is None or not self.manager.is_connected(sid, namespace):
-            return
-        error = _error("bad_request", "an event needs a name (a string) that is not reserved")
-        await self._send_packet(
-            eio_sid, self.packet_class(socketio.packet.ACK, namespace=namespace, id=id,
-                                       data=[error])
-        )
-
-
 class BaseNamespace(socketio.AsyncNamespace):  # type: ignore[misc]
     """Dispatches ``a:b`` event names through a table, with validation and error mapping."""
 
@@ -201,19 +95,31 @@ class BaseNamespace(socketio.AsyncNamespace):  # type: ignore[misc]
         self.limits = limits
         self.emitter = emitter
         self.connect_limiter = KeyedLimiter(clock, limits.connect_rate, limits.connect_burst)
+        # Messages (and chat requests) per person across all their connections, keyed by
+        # customer or engineer id: opening more sockets does not buy a higher rate.
+        self.message_limiter = KeyedLimiter(
+            clock, limits.message_rate, limits.message_burst, max_keys=limits.limiter_max_keys
+        )
+        self.event_buckets: dict[str, TokenBucket] = {}  # every event, per connection
         self.handlers: dict[str, tuple[type[Any], Handler]] = {}
 
     async def trigger_event(self, event: str, *args: Any) -> Any:
         if event == "connect":
             sid, environ, auth = args[0], args[1], args[2] if len(args) > 2 else None
+            self.event_buckets[sid] = TokenBucket(
+                self.clock, self.limits.event_rate, self.limits.event_burst
+            )
             try:
                 return await self.on_connect(sid, environ, auth)
             except socketio.exceptions.ConnectionRefusedError:
+                self.event_buckets.pop(sid, None)
                 raise
             except Exception:
+                self.event_buckets.pop(sid, None)
                 log.exception("connect failed")
                 raise _refuse("internal", "internal error; try again") from None
         if event == "disconnect":
+            self.event_buckets.pop(args[0], None)
             await self.on_disconnect(args[0])
             return None
         sid = args[0]
@@ -221,6 +127,12 @@ class BaseNamespace(socketio.AsyncNamespace):  # type: ignore[misc]
         return await self.dispatch(sid, event, data)
 
     async def dispatch(self, sid: str, event: Any, data: Any) -> dict[str, Any]:
+        # First, before anything costs: an event past the connection's rate does nothing.
+        bucket = self.event_buckets.get(sid)
+        if bucket is None:
+            return _error("unauthorized", "not connected")
+        if not bucket.take():
+            return _error("rate_limited", "too many events; slow down")
         entry = self.handlers.get(event) if isinstance(event, str) else None
         if entry is None:
             return _error("bad_request", f"unknown event {str(event)[:64]!r}")
@@ -246,6 +158,10 @@ class BaseNamespace(socketio.AsyncNamespace):  # type: ignore[misc]
     async def on_disconnect(self, sid: str) -> None:
         raise NotImplementedError
 
+    def _limit_messages(self, person_id: str) -> None:
+        if not self.message_limiter.take(person_id):
+            raise RateLimited("too many messages; slow down")
+
     def _check_connect_rate(self, environ: dict[str, Any]) -> None:
         request = environ.get("aiohttp.request")
         addr = (request.remote if request is not None else None) or "unknown"
@@ -260,14 +176,19 @@ def _refuse(code: str, message: str) -> socketio.exceptions.ConnectionRefusedErr
 
 @dataclass
 class CustomerConn:
+    # Who connected (customer token or guest details); None for a connection that came with
+    # a resume token alone. A resume token never becomes this identity: it authorises its
+    # own chat only (``sessions``), not new chats or anyone else's.
     customer: Customer | None
-    bucket: TokenBucket
     sessions: dict[str, Customer] = field(default_factory=dict)  # attached session -> owner
 
     def actor(self, session_id: str) -> Customer:
         owner = self.sessions.get(session_id) or self.customer
         if owner is None:
-            raise Unauthorized("this connection has no customer identity; resume a session")
+            raise Unauthorized(
+                "this connection may only act on the chat of its resume token; resume that "
+                "chat, or connect with a customer token or guest details"
+            )
         return owner
 
 
@@ -310,10 +231,7 @@ class CustomerNamespace(BaseNamespace):
                 raise Unauthorized("send a customer token, guest details or a resume token")
         except DeskError as exc:
             raise _refuse(exc.code, exc.message) from None
-        conn = CustomerConn(
-            customer=customer,
-            bucket=TokenBucket(self.clock, self.limits.message_rate, self.limits.message_burst),
-        )
+        conn = CustomerConn(customer=customer)
         self.conns[sid] = conn
         if resumed is not None:
             await self._attach(sid, conn, resumed.id, resumed.customer)
@@ -325,10 +243,13 @@ class CustomerNamespace(BaseNamespace):
         if session_id in conn.sessions:
             return
         conn.sessions[session_id] = owner
-        if conn.customer is None:
-            conn.customer = owner
-        await self.enter_room(sid, customer_room(session_id))
         self.desk.customer_connected(session_id)
+        if self.conns.get(sid) is not conn:
+            # The client left while its request was in flight: the chat stays, and waits out
+            # the grace period like any other chat whose customer went away.
+            self.desk.customer_disconnected(session_id)
+            return
+        await self.enter_room(sid, customer_room(session_id))
 
     async def on_disconnect(self, sid: str) -> None:
         conn = self.conns.pop(sid, None)
@@ -343,15 +264,11 @@ class CustomerNamespace(BaseNamespace):
             raise Unauthorized("not connected")
         return conn
 
-    def _limit(self, conn: CustomerConn) -> None:
-        if not conn.bucket.take():
-            raise RateLimited("too many messages; slow down")
-
     async def chat_request(self, sid: str, p: s.ChatRequest) -> dict[str, Any]:
         conn = self._conn(sid)
-        self._limit(conn)
         if conn.customer is None:
-            raise Unauthorized("this connection has no customer identity")
+            raise Unauthorized("start a new chat with a customer token or guest details")
+        self._limit_messages(conn.customer.id)
         session, token, fx = await self.desk.request_chat(
             conn.customer, p.topic, p.severity, p.message, p.client_msg_id, p.request_id
         )
@@ -372,10 +289,10 @@ class CustomerNamespace(BaseNamespace):
         return {"session": wire, "messages": _messages(messages), "more": more}
 
     async def message_send(self, sid: str, p: s.MessageSend) -> dict[str, Any]:
-        conn = self._conn(sid)
-        self._limit(conn)
+        actor = self._conn(sid).actor(p.session_id)
+        self._limit_messages(actor.id)
         msg, created, fx = await self.desk.send_message(
-            conn.actor(p.session_id), p.session_id, p.client_msg_id, p.body
+            actor, p.session_id, p.client_msg_id, p.body
         )
         await self.emitter.emit(fx, sid)
         return {"message": msg.to_wire(), "duplicate": not created}
@@ -391,11 +308,9 @@ class CustomerNamespace(BaseNamespace):
         return {}
 
     async def escalation(self, sid: str, p: s.EscalationRequest) -> dict[str, Any]:
-        conn = self._conn(sid)
-        self._limit(conn)
-        msg, fx = await self.desk.escalate(
-            conn.actor(p.session_id), p.session_id, p.kind, p.phone, p.note
-        )
+        actor = self._conn(sid).actor(p.session_id)
+        self._limit_messages(actor.id)
+        msg, fx = await self.desk.escalate(actor, p.session_id, p.kind, p.phone, p.note)
         await self.emitter.emit(fx, sid)
         return {"message": msg.to_wire()}
 
@@ -410,7 +325,6 @@ class CustomerNamespace(BaseNamespace):
 class EngineerConn:
     engineer: Engineer
     token_hash: str
-    bucket: TokenBucket
     watch: bool = False  # listens to the desk-wide events; not on the desk, sends nothing
 
 
@@ -437,14 +351,15 @@ class EngineerNamespace(BaseNamespace):
             creds = s.convert(auth, s.EngineerAuth)
         except msgspec.ValidationError as exc:
             raise _refuse("bad_request", f"invalid auth: {exc}") from None
-        token = creds.token or cookie_token(environ.get("HTTP_COOKIE"))
+        token = creds.token or (
+            cookie_token(environ.get("HTTP_COOKIE")) if self._cookie_allowed(environ) else None
+        )
         engineer = await engineer_for_token(self.desk.store, self.clock, token or "")
         if engineer is None:
             raise _refuse("unauthorized", "log in first: the engineer token is missing or invalid")
         self.conns[sid] = EngineerConn(
             engineer=engineer,
             token_hash=hash_token(token or ""),
-            bucket=TokenBucket(self.clock, self.limits.message_rate, self.limits.message_burst),
             watch=creds.watch,
         )
         if creds.watch:
@@ -457,6 +372,29 @@ class EngineerNamespace(BaseNamespace):
         me = self.desk.engineer_connected(engineer)
         await self.emit("engineer:status", {**me, "reason": "connected"}, to=sid)
         return True
+
+    def _cookie_allowed(self, environ: dict[str, Any]) -> bool:
+        """Whether the login cookie may stand for the token: only on chatd's own pages (the
+        console and monitor) or outside a browser (no ``Origin``). A page on a widget origin,
+        even one the browser sends the cookie from (same site), must send the token itself."""
+        headers = {
+            name: value
+            for name, key in (
+                ("Origin", "HTTP_ORIGIN"), ("Host", "HTTP_HOST"),
+                ("X-Forwarded-Proto", "HTTP_X_FORWARDED_PROTO"),
+                ("Sec-Fetch-Site", "HTTP_SEC_FETCH_SITE"),
+            )
+            if (value := environ.get(key)) is not None
+        }
+        if "Origin" not in headers:
+            # Browsers leave Origin out of same-origin GETs (a polling handshake); one that
+            # says the request is cross-site is not trusted with the cookie all the same.
+            return headers.get("Sec-Fetch-Site", "same-origin").strip().lower() in (
+                "same-origin", "none"
+            )
+        request = environ.get("aiohttp.request")
+        scheme = request.scheme if request is not None else "http"
+        return is_same_origin(headers, self.limits.public_url, scheme)
 
     async def on_disconnect(self, sid: str) -> None:
         conn = self.conns.pop(sid, None)
@@ -510,8 +448,7 @@ class EngineerNamespace(BaseNamespace):
 
     async def message_send(self, sid: str, p: s.MessageSend) -> dict[str, Any]:
         conn = self._conn(sid)
-        if not conn.bucket.take():
-            raise RateLimited("too many messages; slow down")
+        self._limit_messages(conn.engineer.id)
         msg, created, fx = await self.desk.send_message(
             conn.engineer, p.session_id, p.client_msg_id, p.body
         )
@@ -553,11 +490,16 @@ class Sockets:
         *,
         tick_interval: float = 0.25,
         token_check_interval: float = 2.0,
+        transport: TransportLimits | None = None,
     ) -> None:
         self.sio = Server(
             async_mode="aiohttp",
             cors_allowed_origins=allowed_origins,
-            max_http_buffer_size=max(limits.max_event_bytes * 2, 1_000_000),
+            # No credentialed CORS: the widget needs no cookie, and the console's cookie
+            # must not ride along from a widget origin (docs/security.md).
+            cors_credentials=False,
+            transport=transport or TransportLimits(max_event_bytes=limits.max_event_bytes),
+            clock=clock,
             serializer=Packet,
             json=_JSON,
             client_manager=Manager(),

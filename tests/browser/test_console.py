@@ -160,3 +160,28 @@ async def test_guest_customers_are_not_offered_a_phone_call(
     await page.get_by_role("button", name="More actions").click()
     await expect(page.get_by_role("menuitem", name="Request a screen share")).to_be_visible()
     await expect(page.get_by_role("menuitem", name="Request a phone call")).to_have_count(0)
+
+
+async def test_the_console_uploads_and_signs_out_through_the_cross_site_checks(
+    chatd_factory: Any, browser: Browser
+) -> None:
+    """The console's cookie-signed POSTs (an upload, the sign-out) come from chatd's own
+    origin and pass; the sign-out really revokes the token."""
+    chatd = await chatd_factory()
+    console = await engineer_console(browser, chatd, "dana@vendor.example", "Dana Engineer")
+    _, page = await widget_page(browser, chatd)
+    await request_chat(page, "Carol Customer", "Export fails")
+    await accept_offer(console, "Carol Customer")
+
+    pane = console.locator(".pane:not([hidden])")
+    await pane.locator("input[type=file]").set_input_files(
+        files=[{"name": "steps.txt", "mimeType": "text/plain",
+                "buffer": b"1. open Settings\n2. choose Export\n"}]
+    )
+    await expect(pane.locator(".file__name")).to_have_text("steps.txt")
+    await expect(page.locator(w(".file__name"))).to_have_text("steps.txt")
+    await expect(pane.locator(".notice")).to_be_hidden()
+
+    await console.get_by_role("button", name="Sign out").click()
+    await expect(console.get_by_label("Email")).to_be_visible()
+    assert await console.evaluate("fetch('/api/me').then((r) => r.status)") == 401

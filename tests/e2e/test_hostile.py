@@ -161,3 +161,20 @@ async def test_the_default_namespace_is_not_served(chatd_factory: Any) -> None:
     with pytest.raises(socketio.exceptions.ConnectionError):
         await c.connect(chatd.url, namespaces=["/"], transports=["websocket"], wait_timeout=5)
     await c.disconnect()
+
+
+async def test_a_lone_surrogate_escape_becomes_a_replacement_character(
+    chatd_factory: Any,
+) -> None:
+    """JavaScript's JSON.stringify writes a lone surrogate escape for a string cut inside an
+    emoji; the message goes through with U+FFFD in its place, and the connection stays."""
+    chatd = await chatd_factory()
+    eng, eng_in = await engineer(chatd, "alex@example.com")
+    cust, _ = await guest(chatd, "Carol")
+    sid, _ = await start_chat(chatd, eng, eng_in, cust)
+    r = await call(cust, "/customer", "message:send",
+                   {"session_id": sid, "client_msg_id": "cut-1", "body": "cut here \udaad"})
+    assert r["ok"], r
+    assert r["message"]["body"] == "cut here \ufffd"
+    got = await eng_in.wait_for("message:new", lambda d: d["message"]["seq"] == r["message"]["seq"])
+    assert got["message"]["body"] == "cut here \ufffd"

@@ -115,8 +115,11 @@ async def test_offline_ticket_carries_files_uploaded_while_queued(chatd_factory:
                              headers={"Authorization": f"Bearer {resume}"}) as up:
             assert up.status == 201, await up.text()
             attachment = (await up.json())["attachment"]
+    # The chat's resume token lets its files go with the ticket; who leaves the ticket is
+    # said again (a resume token is not an identity).
     ticket = {"topic": "Crash on start", "description": "see screenshot",
-              "attachments": [attachment["id"]], "session_id": sid, "resume_token": resume}
+              "attachments": [attachment["id"]], "session_id": sid, "resume_token": resume,
+              "guest": {"name": "Gus", "email": "gus@ex.com"}}
     status, body = await post(chatd, "/api/tickets", ticket)
     assert status == 201, body
     assert body["session"]["customer"]["name"] == "Gus"

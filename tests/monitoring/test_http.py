@@ -169,3 +169,63 @@ async def test_uploads_are_counted_by_result_and_bytes(chatd_factory: Any) -> No
     assert sample(m, "chatd_uploads_total", result="unsupported_type") == 1
     assert sample(m, "chatd_upload_bytes_total") == len(log)
     assert sample(m, "chatd_messages_total", role="customer") == 1
+
+
+async def get_metrics(chatd: Any, headers: dict[str, str]) -> tuple[int, Any]:
+    async with aiohttp.ClientSession() as s:
+        async with s.get(chatd.url + "/metrics", headers=headers) as r:
+            body = await r.json() if r.content_type == "application/json" else await r.text()
+            return r.status, body
+
+
+async def test_without_a_token_metrics_answer_only_this_host(chatd_factory: Any) -> None:
+    chatd = await chatd_factory(trusted_proxies=("127.0.0.1",))
+    status, text = await get_metrics(chatd, {})
+    assert status == 200 and "chatd_queue_length" in text
+    # Through the (trusted) reverse proxy on this host: the client is who it relays for.
+    status, body = await get_metrics(chatd, {"X-Forwarded-For": "203.0.113.9"})
+    assert status == 403 and body["error"]["code"] == "forbidden", body
+    assert "CHATD_METRICS_TOKEN" in body["error"]["message"]
+    status, body = await get_metrics(chatd, {"X-Forwarded-For": "2001:db8::9"})
+    assert status == 403, body
+    # A scraper on the proxy's own host, relayed by it.
+    status, text = await get_metrics(chatd, {"X-Forwarded-For": "127.0.0.1"})
+    assert status == 200 and "chatd_queue_length" in text
+
+
+async def test_a_proxy_that_is_not_trusted_does_not_make_its_clients_local(
+    chatd_factory: Any,
+) -> None:
+    """A reverse proxy on the same host without trusted_proxies: every client it relays
+    comes from 127.0.0.1, but says where it came from."""
+    chatd = await chatd_factory()
+    for header in ("X-Forwarded-For", "Forwarded", "X-Real-IP"):
+        status, body = await get_metrics(chatd, {header: "203.0.113.9"})
+        assert status == 403 and "CHATD_METRICS_TOKEN" in body["error"]["message"], header
+
+
+async def test_with_a_token_metrics_answer_its_bearer_from_anywhere(chatd_factory: Any) -> None:
+    chatd = await chatd_factory(trusted_proxies=("127.0.0.1",), metrics_token="scrape-me")
+    remote = {"X-Forwarded-For": "203.0.113.9"}
+    status, text = await get_metrics(chatd, {**remote, "Authorization": "Bearer scrape-me"})
+    assert status == 200 and "chatd_queue_length" in text
+    status, body = await get_metrics(chatd, remote)
+    assert status == 401, body
+    status, body = await get_metrics(chatd, {})  # loopback is no exception with a token
+    assert status == 401, body
+
+
+async def test_the_start_up_log_says_how_metrics_are_guarded(
+    chatd_factory: Any, caplog: Any, tmp_path: Path
+) -> None:
+    import logging
+
+    caplog.set_level(logging.INFO, logger="chatd")
+    await chatd_factory()
+    await chatd_factory(metrics_token="scrape-me",
+                        database_url=f"sqlite:///{tmp_path / 'other.db'}")
+    said = [r.getMessage() for r in caplog.records if r.getMessage().startswith("/metrics")]
+    assert said == [
+        "/metrics: loopback only; set CHATD_METRICS_TOKEN to scrape from elsewhere",
+        "/metrics: bearer token required",
+    ]

@@ -827,6 +827,9 @@ class ConsoleApp {
       for (const m of res.messages) existing.add(m, false);
       this.activate(sessionId);
     } else this.openChat(res.session, res.messages, true);
+    // The answer carries one page of history (a long chat's text is paged): fetch the rest.
+    const chat = this.chats.get(sessionId);
+    if (chat) await chat.resume();
   }
 
   async decline(sessionId) {

@@ -17,6 +17,16 @@ const ICON_SEND = 'M4 12l16-8-6 16-3-7-7-1z';
 const ICON_X = 'M6 6l12 12M18 6L6 18';
 const ENDED_KEEP_MS = 60 * 60 * 1000; // an ended chat stays on screen after reloads for an hour
 
+/** When a stored ended chat (and its resume token) is forgotten: an hour after it ended by
+ * the server's clock or after this page learnt of it by its own (`forget_at`), whichever
+ * comes first, so that neither clock being wrong keeps the token in the host page's storage. */
+function forgetAt(creds) {
+  if (!creds || !creds.ended_at) return Infinity;
+  const ended = Date.parse(creds.ended_at);
+  const byServer = Number.isNaN(ended) ? 0 : ended + ENDED_KEEP_MS;
+  return Math.min(byServer, Number(creds.forget_at) || Infinity);
+}
+
 export class Widget {
   constructor(cfg, css) {
     this.cfg = cfg;
@@ -592,7 +602,7 @@ export class Widget {
 
   saveCreds() {
     try {
-      if (!this.creds) localStorage.removeItem(this.keys.session);
+      if (!this.creds || Date.now() >= forgetAt(this.creds)) localStorage.removeItem(this.keys.session);
       else localStorage.setItem(this.keys.session, JSON.stringify(this.creds));
     } catch {
       // storage may be disabled (private mode); the chat still works until a reload
@@ -607,11 +617,12 @@ export class Widget {
       stored = null;
     }
     if (stored && stored.session_id && stored.resume_token) {
-      if (stored.ended_at && Date.now() - Date.parse(stored.ended_at) > ENDED_KEEP_MS) {
+      if (Date.now() >= forgetAt(stored)) {
         this.creds = null;
         this.saveCreds();
       } else {
         this.creds = stored;
+        this.scheduleForget();
         this.connect();
       }
     }
@@ -623,8 +634,12 @@ export class Widget {
     const was = this.session;
     this.session = { ...(was || {}), ...session };
     if (this.isEnded()) {
-      this.creds = { ...this.creds, ended_at: session.ended_at || new Date().toISOString() };
+      const local = Date.now() + ENDED_KEEP_MS;
+      const forget = Math.min(Number(this.creds && this.creds.forget_at) || local, local);
+      const endedAt = session.ended_at || new Date().toISOString();
+      this.creds = { ...this.creds, ended_at: endedAt, forget_at: forget };
       this.saveCreds();
+      this.scheduleForget();
       this.showBanner('');
       this.showNotice('');
       show(this.sheet, false);
@@ -632,6 +647,21 @@ export class Widget {
       if (!was || was.state !== this.session.state) this.watchForTicket();
     }
     this.render();
+  }
+
+  /** Takes an ended chat's token out of storage when its time is up, also while the page
+   * stays open; the chat stays on screen until the page goes. */
+  scheduleForget() {
+    clearTimeout(this.forgetTimer);
+    const at = forgetAt(this.creds);
+    if (!Number.isFinite(at)) return;
+    this.forgetTimer = setTimeout(() => this.saveCreds(), Math.max(0, at - Date.now()) + 50);
+  }
+
+  /** The server refused the chat's resume token over HTTP (expired or unknown): forget it,
+   * as when it refuses it on the socket. */
+  onTokenRefused(response) {
+    if (response.status === 401 && this.creds) this.onConnectError({ data: { code: 'unauthorized' } });
   }
 
   // ------------------------------------------------------------------ connection
@@ -1199,6 +1229,7 @@ export class Widget {
     );
     try {
       const r = await fetch(url, { headers: this.authHeaders() });
+      this.onTokenRefused(r);
       if (!r.ok) throw new Error(String(r.status));
       const blob = await r.blob();
       saveBlob(blob, `chat-transcript-${this.creds.session_id.slice(0, 8)}.txt`, this.root);
@@ -1286,6 +1317,7 @@ export class Widget {
   async blobUrl(url) {
     if (this.blobUrls.has(url)) return this.blobUrls.get(url);
     const r = await fetch(this.absolute(url), { headers: this.authHeaders() });
+    this.onTokenRefused(r);
     if (!r.ok) throw new Error(String(r.status));
     const blobUrl = URL.createObjectURL(await r.blob());
     this.blobUrls.set(url, blobUrl);
@@ -1318,6 +1350,7 @@ export class Widget {
           onclick: async () => {
             try {
               const r = await fetch(this.absolute(a.url), { headers: this.authHeaders() });
+              this.onTokenRefused(r);
               if (!r.ok) throw new Error(String(r.status));
               saveBlob(await r.blob(), name, this.root);
             } catch {
@@ -1381,9 +1414,11 @@ export class Widget {
     if (this.cfg.token) headers.Authorization = `Bearer ${this.cfg.token}`;
     const queued = this.session && (this.session.state === 'waiting' || this.session.state === 'offered');
     if (queued && this.creds) {
+      // Lets the queued chat's files go with the ticket; it does not say who we are.
       payload.session_id = this.creds.session_id;
       payload.resume_token = this.creds.resume_token;
-    } else if (!this.cfg.token) {
+    }
+    if (!this.cfg.token) {
       payload.guest = {
         name: guest.name || this.nameInput.value.trim(),
         email: guest.email || this.emailInput.value.trim(),

@@ -1,0 +1,89 @@
+"""The limiters' tables stay bounded without forgetting who is being held back, and an
+account's failed logins back it off, doubling up to a maximum."""
+
+from __future__ import annotations
+
+from chatd.core.clock import FakeClock
+from chatd.core.ratelimit import AccountBackoff, KeyedLimiter, retry_after_seconds
+
+
+def test_a_flood_of_new_keys_does_not_free_a_limited_key() -> None:
+    clock = FakeClock()
+    limiter = KeyedLimiter(clock, rate=0.01, burst=2, max_keys=100)
+    assert limiter.take("attacker") and limiter.take("attacker")
+    assert not limiter.take("attacker")
+    for i in range(10_000):  # a hundred times the table, from fresh addresses
+        limiter.take(f"fresh-{i}")
+        if i % 50 == 0:
+            assert not limiter.take("attacker"), f"forgotten after {i} new keys"
+    assert len(limiter) == 100
+
+
+def test_the_least_recently_used_key_is_the_one_forgotten() -> None:
+    clock = FakeClock()
+    limiter = KeyedLimiter(clock, rate=0.01, burst=1, max_keys=3)
+    for key in ("a", "b", "c"):
+        assert limiter.take(key)
+    assert not limiter.take("a")  # a is now the most recently used
+    assert limiter.take("d")  # b goes
+    assert not limiter.take("a") and not limiter.take("c")
+    assert limiter.take("b")  # a fresh bucket
+    assert len(limiter) == 3
+
+
+def test_retry_after_says_when_the_next_token_comes() -> None:
+    clock = FakeClock()
+    limiter = KeyedLimiter(clock, rate=0.5, burst=1)
+    assert limiter.retry_after("x") == 0
+    assert limiter.take("x") and not limiter.take("x")
+    assert limiter.retry_after("x") == 2.0
+    clock.advance(1.5)
+    assert limiter.retry_after("x") == 0.5
+    assert retry_after_seconds(0.5) == 1 and retry_after_seconds(2.0) == 2
+    assert retry_after_seconds(0) == 1
+
+
+def test_an_account_backs_off_after_repeated_failures_doubling_to_the_maximum() -> None:
+    clock = FakeClock()
+    backoff = AccountBackoff(clock, after=3, max_seconds=10)
+    assert [backoff.failed("alex") for _ in range(2)] == [0, 0]
+    assert backoff.wait("alex") == 0
+    delays = []
+    for _ in range(6):
+        delays.append(backoff.failed("alex"))
+        assert backoff.wait("alex") == delays[-1]
+        clock.advance(delays[-1])
+        assert backoff.wait("alex") == 0
+    assert delays == [1, 2, 4, 8, 10, 10]
+    assert backoff.wait("someone else") == 0
+
+
+def test_a_success_forgets_the_failures() -> None:
+    clock = FakeClock()
+    backoff = AccountBackoff(clock, after=2, max_seconds=60)
+    backoff.failed("alex")
+    backoff.succeeded("alex")
+    assert backoff.failed("alex") == 0  # one failure again, not two
+
+
+def test_failures_are_forgotten_only_after_a_quiet_spell_longer_than_the_maximum() -> None:
+    clock = FakeClock()
+    backoff = AccountBackoff(clock, after=2, max_seconds=60)
+    for _ in range(7):
+        backoff.failed("alex")
+        clock.advance(backoff.wait("alex"))
+    # Waiting out the longest back-off does not reset the count: the next failure backs
+    # off for the maximum again, not for one second.
+    clock.advance(60)
+    assert backoff.failed("alex") == 60
+    clock.advance(60 + 120 + 1)
+    assert backoff.failed("alex") == 0
+
+
+def test_the_account_table_is_bounded() -> None:
+    clock = FakeClock()
+    backoff = AccountBackoff(clock, after=1, max_seconds=60, max_keys=10)
+    for i in range(1000):
+        backoff.failed(f"user{i}@example.com")
+    assert len(backoff) == 10
+    assert backoff.wait("user999@example.com") > 0

@@ -1,0 +1,329 @@
+"""The transport's bounds, over real sockets: binary packets, unparseable and oversized
+frames close the connection before anything is kept; a client that does not read is
+dropped once its queue passes the bound; connections and handshakes per client address are
+capped; a handshake that joins no namespace is closed. Nobody else notices any of it."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+
+from chatd.core.clock import FakeClock
+from chatd.web import keys
+from tests.conftest import Chatd
+from tests.e2e.helpers import call, engineer, guest, start_chat
+from tests.web.conftest import PeakRSS, start_chatd, stop_chatd
+
+GUEST = {"guest": {"name": "Mallory", "email": "mallory@example.org"}}
+PROXY = {"trusted_proxies": ("127.0.0.1/32",)}
+BINARY_HEADER = '459999999999-/customer,1["typing",{"_placeholder":true,"num":0}]'
+
+
+def ws_url(url: str) -> str:
+    return url.replace("http", "ws", 1) + "/socket.io/?EIO=4&transport=websocket"
+
+
+def polling_url(url: str, sid: str | None = None) -> str:
+    return url + "/socket.io/?EIO=4&transport=polling" + (f"&sid={sid}" if sid else "")
+
+
+def xff(address: str) -> dict[str, str]:
+    return {"X-Forwarded-For": address}
+
+
+async def open_ws(
+    http: aiohttp.ClientSession, url: str, *, join: str | None = None,
+    auth: dict[str, Any] | None = None, address: str | None = None,
+) -> tuple[aiohttp.ClientWebSocketResponse, str]:
+    """A raw Engine.IO WebSocket, joined to ``join`` if given: (socket, Engine.IO sid)."""
+    ws = await http.ws_connect(ws_url(url), headers=xff(address) if address else None)
+    opened = await ws.receive(timeout=5)
+    assert opened.type == aiohttp.WSMsgType.TEXT and opened.data.startswith("0"), opened
+    if join is not None:
+        await ws.send_str(f"40{join},{json.dumps(auth or GUEST)}")
+        while True:  # events sent on connect may come before the connect answer
+            msg = await ws.receive(timeout=5)
+            assert msg.type == aiohttp.WSMsgType.TEXT, msg
+            if msg.data.startswith(f"40{join},"):
+                break
+    return ws, json.loads(opened.data[1:])["sid"]
+
+
+async def closed_by_server(ws: aiohttp.ClientWebSocketResponse, timeout: float = 15) -> int:
+    """Read (and drop) what the server sends until it closes; the close code."""
+    async def until_closed() -> int:
+        while True:
+            msg = await ws.receive()
+            if msg.type in (aiohttp.WSMsgType.CLOSE, aiohttp.WSMsgType.CLOSING,
+                            aiohttp.WSMsgType.CLOSED, aiohttp.WSMsgType.ERROR):
+                return ws.close_code or 0
+
+    return await asyncio.wait_for(until_closed(), timeout)
+
+
+async def gone(chatd: Chatd, eio_sid: str, timeout: float = 15) -> bool:
+    """Whether the server drops its Engine.IO session ``eio_sid`` within ``timeout``."""
+    eio = chatd.app[keys.SOCKETS].sio.eio
+    for _ in range(int(timeout / 0.05)):
+        socket = eio.sockets.get(eio_sid)
+        if socket is None or socket.closed:
+            return True
+        await asyncio.sleep(0.05)
+    return False
+
+
+async def chat_still_works(chatd: Chatd, tag: str) -> None:
+    eng, eng_in = await engineer(chatd, f"{tag}@example.com")
+    cust, _ = await guest(chatd, tag.capitalize())
+    sid, _ = await start_chat(chatd, eng, eng_in, cust)
+    r = await call(cust, "/customer", "message:send",
+                   {"session_id": sid, "client_msg_id": f"{tag}-1", "body": "still here"})
+    assert r["ok"], r
+    await eng_in.wait_for("message:new", lambda d: d["message"]["body"] == "still here")
+
+
+# -- frames chatd never takes
+
+
+async def test_a_binary_event_header_closes_the_connection_and_nothing_is_kept(
+    chatd_factory: Any,
+) -> None:
+    chatd = await chatd_factory()
+    sio = chatd.app[keys.SOCKETS].sio
+    async with aiohttp.ClientSession() as http:
+        ws, eio_sid = await open_ws(http, chatd.url, join="/customer")
+        await ws.send_str(BINARY_HEADER)
+        assert await closed_by_server(ws) == 1003  # unsupported data
+        await ws.close()
+    assert await gone(chatd, eio_sid)
+    assert sio._binary_packet == {}  # no attachment is being waited for
+    await chat_still_works(chatd, "after-binary")
+
+
+@pytest.mark.slow
+async def test_binary_frames_after_the_header_do_not_grow_server_memory(tmp_path: Path) -> None:
+    """The attack as reported: the header, then 20 MiB of 512 KiB binary frames. The server
+    closes the connection at the header; what the client manages to push afterwards is not
+    kept (its resident set does not grow by anything like what was sent)."""
+    server = await start_chatd(tmp_path, {})
+    try:
+        frame = b"\x00" * (512 * 1024)
+        sent = 0
+        async with aiohttp.ClientSession() as http:
+            ws, _ = await open_ws(http, server.url, join="/customer")
+            async with PeakRSS(server.pid) as rss:
+                await ws.send_str(BINARY_HEADER)
+
+                async def flood() -> None:
+                    nonlocal sent
+                    while sent < 20 * 1024 * 1024 and not ws.closed:
+                        await ws.send_bytes(frame)
+                        sent += len(frame)
+                        await asyncio.sleep(0)  # let the close frame in
+
+                try:
+                    await asyncio.wait_for(flood(), 30)
+                except (TimeoutError, ConnectionError, aiohttp.ClientError):
+                    pass  # refused: the server closed, or stopped reading
+                await asyncio.sleep(0.5)
+            await ws.close()
+        assert rss.growth_mib < 8, f"{rss.growth_mib:.1f} MiB for {sent >> 20} MiB sent"
+        assert sent < 20 * 1024 * 1024, "the server kept reading after the header"
+    finally:
+        stop_chatd(server.proc)
+
+
+@pytest.mark.parametrize(
+    ("frame", "code"),
+    [
+        (b"\x00\xff" * 10, 1003),  # a binary WebSocket frame
+        ("bAAECAw==", 1003),  # an Engine.IO binary message, base64
+        ('451-/customer,["typing",{"_placeholder":true,"num":0}]', 1003),
+        ('461-/customer,1[{"_placeholder":true,"num":0}]', 1003),  # a binary ack
+        ("not an engine.io packet", 1002),
+        ("4not a socket.io packet", 1002),
+        ('42/customer,["typing"', 1002),  # cut-off JSON
+        ("44/customer,{}", 1002),  # CONNECT_ERROR comes from servers only
+        ("", 1002),
+    ],
+)
+async def test_frames_chatd_never_takes_close_the_connection(
+    chatd_factory: Any, frame: str | bytes, code: int
+) -> None:
+    chatd = await chatd_factory()
+    async with aiohttp.ClientSession() as http:
+        ws, eio_sid = await open_ws(http, chatd.url, join="/customer")
+        if isinstance(frame, bytes):
+            await ws.send_bytes(frame)
+        else:
+            await ws.send_str(frame)
+        assert await closed_by_server(ws) == code
+        await ws.close()
+    assert await gone(chatd, eio_sid)
+
+
+async def test_an_oversized_frame_closes_the_connection_but_a_large_event_gets_its_answer(
+    chatd_factory: Any,
+) -> None:
+    chatd = await chatd_factory(max_event_bytes=4096)
+    async with aiohttp.ClientSession() as http:
+        ws, eio_sid = await open_ws(http, chatd.url, join="/customer")
+        # Over the event limit but within the frame limit: answered, and still connected.
+        await ws.send_str('42/customer,7["chat:request",' + json.dumps(
+            {"topic": "t", "padding": "x" * 6000}) + "]")
+        answer = await ws.receive(timeout=5)
+        assert answer.data.startswith("43/customer,7"), answer
+        assert json.loads(answer.data[len("43/customer,7"):])[0]["error"]["code"] == "too_large"
+        # Over twice the event limit (plus framing): closed with "message too big".
+        await ws.send_str('42/customer,8["typing",' + json.dumps({"x": "x" * 10_000}) + "]")
+        assert await closed_by_server(ws) == 1009
+        await ws.close()
+    assert await gone(chatd, eio_sid)
+
+
+async def test_polling_binary_and_oversized_bodies_end_the_session(chatd_factory: Any) -> None:
+    chatd = await chatd_factory(max_event_bytes=4096)
+    async with aiohttp.ClientSession() as http:
+        for body in ("bAAECAw==", "4" + BINARY_HEADER[1:], "x" * 20_000):
+            async with http.get(polling_url(chatd.url)) as r:
+                assert r.status == 200
+                eio_sid = json.loads((await r.text())[1:])["sid"]
+            async with http.post(polling_url(chatd.url, eio_sid), data=body) as r:
+                assert r.status == 400, (body[:20], r.status)
+            assert await gone(chatd, eio_sid), body[:20]
+            async with http.get(polling_url(chatd.url, eio_sid)) as r:
+                assert r.status == 400  # the session is over
+
+
+# -- a client that does not read
+
+
+async def test_a_client_that_does_not_read_is_dropped_past_the_queue_bound(
+    chatd_factory: Any,
+) -> None:
+    chatd = await chatd_factory(send_queue_max_bytes=256 * 1024)
+    eng, eng_in = await engineer(chatd, "alex@example.com")
+    cust, _ = await guest(chatd, "Carol")
+    session_id, token = await start_chat(chatd, eng, eng_in, cust)
+    for n in range(100):  # a history of about 900 KB, all of it in each resume answer
+        r = await call(cust, "/customer", "message:send",
+                       {"session_id": session_id, "client_msg_id": f"m{n}", "body": "y" * 9000})
+        assert r["ok"], r
+
+    resume = json.dumps(["session:resume", {"session_id": session_id, "resume_token": token}])
+    async with aiohttp.ClientSession() as http:
+        ws, eio_sid = await open_ws(
+            http, chatd.url, join="/customer",
+            auth={"session_id": session_id, "resume_token": token},
+        )
+        # Ask and never read: the kernel's buffers take the first few megabytes, then the
+        # answers pile up in the server until the bound ends it.
+        for n in range(60):
+            try:
+                await ws.send_str(f"42/customer,{n}{resume}")
+            except (ConnectionError, aiohttp.ClientError):
+                break
+            await asyncio.sleep(0.02)
+        assert await gone(chatd, eio_sid, timeout=30)
+        await ws.close()
+    # The chat itself goes on for the connections that read.
+    r = await call(cust, "/customer", "message:send",
+                   {"session_id": session_id, "client_msg_id": "after", "body": "still here"})
+    assert r["ok"], r
+    await eng_in.wait_for("message:new", lambda d: d["message"]["body"] == "still here")
+
+
+# -- connections and handshakes per address
+
+
+async def handshake(http: aiohttp.ClientSession, url: str, address: str) -> aiohttp.ClientResponse:
+    async with http.get(polling_url(url), headers=xff(address)) as r:
+        await r.read()
+        return r
+
+
+async def test_open_connections_per_address_are_capped(chatd_factory: Any) -> None:
+    chatd = await chatd_factory(connections_per_address=3, **PROXY)
+    async with aiohttp.ClientSession() as http:
+        held = [(await open_ws(http, chatd.url, address="192.0.2.10"))[0] for _ in range(3)]
+        async with http.get(polling_url(chatd.url), headers=xff("192.0.2.10")) as r:
+            assert r.status == 429
+            err = (await r.json())["error"]
+            assert err == {"code": "rate_limited",
+                           "message": "too many open connections from this address"}
+        with pytest.raises(aiohttp.WSServerHandshakeError) as refused:
+            await http.ws_connect(ws_url(chatd.url), headers=xff("192.0.2.10"))
+        assert refused.value.status == 429
+        # Other addresses are not affected; an IPv6 client is counted by its /64.
+        for address in ("198.51.100.7", "203.0.113.9", "2001:db8::1"):
+            ws, _ = await open_ws(http, chatd.url, address=address)
+            held.append(ws)
+        for address in ("2001:db8::2", "2001:db8::3"):
+            held.append((await open_ws(http, chatd.url, address=address))[0])
+        assert (await handshake(http, chatd.url, "2001:db8::ffff")).status == 429
+        assert (await handshake(http, chatd.url, "2001:db8:0:1::1")).status == 200
+        # A closed connection gives its place back.
+        await held[0].close()
+        for _ in range(100):
+            if (await handshake(http, chatd.url, "192.0.2.10")).status == 200:
+                break
+            await asyncio.sleep(0.05)
+        else:
+            raise AssertionError("the closed connection's place was not given back")
+        for ws in held:
+            await ws.close()
+
+
+async def test_handshakes_per_address_are_rate_limited(chatd_factory: Any) -> None:
+    clock = FakeClock()
+    chatd = await chatd_factory(clock=clock, handshake_burst=5, handshake_rate=0.5, **PROXY)
+    async with aiohttp.ClientSession() as http:
+        for _ in range(5):
+            assert (await handshake(http, chatd.url, "203.0.113.5")).status == 200
+        async with http.get(polling_url(chatd.url), headers=xff("203.0.113.5")) as r:
+            assert r.status == 429
+            assert r.headers["Retry-After"] == "2"
+            assert (await r.json())["error"]["code"] == "rate_limited"
+        with pytest.raises(aiohttp.WSServerHandshakeError) as refused:
+            await http.ws_connect(ws_url(chatd.url), headers=xff("203.0.113.5"))
+        assert refused.value.status == 429
+        assert (await handshake(http, chatd.url, "198.51.100.20")).status == 200
+        assert (await handshake(http, chatd.url, "2001:db8:5::1")).status == 200
+        clock.advance(2)  # one more handshake's worth
+        assert (await handshake(http, chatd.url, "203.0.113.5")).status == 200
+        assert (await handshake(http, chatd.url, "203.0.113.5")).status == 429
+    await chat_still_works(chatd, "unaffected")
+
+
+# -- joining a namespace
+
+
+async def test_a_handshake_that_joins_no_namespace_is_closed(chatd_factory: Any) -> None:
+    chatd = await chatd_factory(join_timeout_seconds=0.5)
+    async with aiohttp.ClientSession() as http:
+        idle, idle_sid = await open_ws(http, chatd.url)
+        joined, joined_sid = await open_ws(http, chatd.url, join="/customer")
+        left, left_sid = await open_ws(http, chatd.url, join="/customer")
+        await left.send_str("41/customer,")  # leaves: the deadline starts again
+        async with http.get(polling_url(chatd.url)) as r:
+            polling_sid = json.loads((await r.text())[1:])["sid"]
+
+        assert await closed_by_server(idle) == 1008  # policy violation
+        assert await closed_by_server(left) == 1008
+        for eio_sid in (idle_sid, left_sid, polling_sid):
+            assert await gone(chatd, eio_sid)
+        async with http.get(polling_url(chatd.url, polling_sid)) as r:
+            assert r.status == 400
+        # One that joined in time stays, well past the deadline.
+        await asyncio.sleep(1.5)
+        assert not joined.closed and not await gone(chatd, joined_sid, timeout=0.1)
+        await joined.send_str('42/customer,1["no:such:event",{}]')
+        answer = await joined.receive(timeout=5)
+        assert answer.data.startswith("43/customer,1"), answer
+        for ws in (idle, joined, left):
+            await ws.close()
