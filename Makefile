@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 PORT   ?= 8080
 STAMP  := $(VENV)/.installed
 
-.PHONY: run test lint bench clean web browser rt promtool
+.PHONY: run test lint bench crash-storm clean web browser rt promtool
 
 # The widget, console and demo page: built from static/src by npm + esbuild when missing or
 # older than their sources or the lockfile (static/.built is written by the build).
@@ -64,6 +64,13 @@ lint: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python -m bench $(BENCH_ARGS)
+
+# The crash storm, long: KILLS random SIGKILLs of a chatd under chat load (`make test`
+# runs a short one).
+KILLS ?= 1000
+crash-storm: $(STAMP)
+	CHATD_CRASH_STORM_KILLS=$(KILLS) $(BIN)/python -m pytest -p no:cacheprovider \
+	  tests/e2e/test_crash_storm.py -o timeout=0 -s $(PYTEST_ARGS)
 
 clean:
 	rm -rf $(VENV) var build *.egg-info .pytest_cache .mypy_cache .ruff_cache node_modules \

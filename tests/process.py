@@ -51,6 +51,11 @@ class Server:
         return out.stdout.decode()
 
     async def start(self) -> None:
+        self.spawn()
+        await self.wait_ready()
+
+    def spawn(self) -> None:
+        """Start the process without waiting for it to be ready."""
         with open(self.log, "ab") as log:
             self.proc = subprocess.Popen(
                 [
@@ -67,8 +72,14 @@ class Server:
                 stdout=log,
                 stderr=subprocess.STDOUT,
             )
+
+    async def wait_ready(self, poll: float = 0.1, timeout: float = 20.0) -> None:
+        """Wait until ``/readyz`` answers 200 (``poll`` apart, at most ``timeout`` s)."""
+        assert self.proc is not None
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
         async with aiohttp.ClientSession() as http:
-            for _ in range(200):
+            while loop.time() < deadline:
                 try:
                     async with http.get(self.url + "/readyz") as r:
                         if r.status == 200:
@@ -77,7 +88,7 @@ class Server:
                     pass
                 if self.proc.poll() is not None:
                     break
-                await asyncio.sleep(0.1)
+                await asyncio.sleep(poll)
         raise AssertionError("chatd did not start: " + self.log.read_text()[-2000:])
 
     def kill9(self) -> None:
