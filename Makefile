@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 PORT   ?= 8080
 STAMP  := $(VENV)/.installed
 
-.PHONY: run test lint bench crash-storm clean web browser rt promtool
+.PHONY: run test lint bench soak crash-storm clean web browser rt promtool
 
 # The widget, console and demo page: built from static/src by npm + esbuild when missing or
 # older than their sources or the lockfile (static/.built is written by the build).
@@ -64,6 +64,11 @@ lint: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python -m bench $(BENCH_ARGS)
+
+# The siege: hostile clients of every kind against one chatd while honest pairs chat
+# (docs/security.md). Not part of `make test`.
+soak: $(STAMP)
+	$(BIN)/python -m bench.siege $(SOAK_ARGS)
 
 # The crash storm, long: KILLS random SIGKILLs of a chatd under chat load (`make test`
 # runs a short one).

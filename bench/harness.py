@@ -7,6 +7,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import json
 import math
 import os
 import signal
@@ -82,6 +83,32 @@ class Child:
             return ""
         text = self.log.read_text(encoding="utf-8", errors="replace").splitlines()
         return "\n".join(text[-lines:])
+
+
+async def serve_commands(
+    run: Callable[[str, dict[str, Any]], Awaitable[dict[str, Any]]],
+) -> bool:
+    """A worker process's side of the driver's pipe: each line on stdin is a JSON command
+    ``{"cmd": NAME, ...}``, answered on stdout by one line ``{"ok": true, ...}`` (what
+    ``run`` returns) or ``{"ok": false, "error": ...}``. Returns True after ``close``,
+    False when the driver has gone away (the worker then cleans up itself)."""
+    loop = asyncio.get_running_loop()
+    reader = asyncio.StreamReader(limit=16 * 1024 * 1024)
+    await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin)
+    while True:
+        line = await reader.readline()
+        if not line:
+            return False
+        cmd = json.loads(line)
+        name = cmd["cmd"]
+        try:
+            reply = {"ok": True, **await run(name, cmd)}
+        except Exception as exc:
+            reply = {"ok": False, "error": f"{type(exc).__name__}: {exc}"}
+        sys.stdout.write(json.dumps(reply) + "\n")
+        sys.stdout.flush()
+        if name == "close":
+            return True
 
 
 async def start_child(
@@ -198,14 +225,19 @@ async def start_chatd(
     )
 
 
-async def login(url: str, email: str, password: str, timeout: float = 120.0) -> str:
+async def login(
+    url: str, email: str, password: str, timeout: float = 120.0,
+    headers: Mapping[str, str] | None = None,
+) -> str:
     """An engineer API token from ``POST /api/login``. Logins are rate limited per address
-    (a burst of 10): past that, wait as the server asks, within ``timeout``."""
+    (a burst of 10): past that, wait as the server asks, within ``timeout``. ``headers``
+    go with the request (an ``X-Forwarded-For`` address behind a trusted proxy)."""
     deadline = time.monotonic() + timeout
     async with aiohttp.ClientSession() as http:
         while True:
             async with http.post(
-                url + "/api/login", json={"email": email, "password": password}
+                url + "/api/login", json={"email": email, "password": password},
+                headers=headers,
             ) as r:
                 body = await r.json()
                 if r.status == 200:
@@ -227,6 +259,18 @@ def cpu_seconds(pid: int) -> float | None:
         return None
     # after the command name: state is field 3, utime 14 and stime 15 (man 5 proc)
     return (int(fields[11]) + int(fields[12])) / _TICKS
+
+
+def rss_bytes(pid: int) -> int | None:
+    """Resident memory of a live process (``VmRSS`` of /proc/PID/status), or None."""
+    try:
+        with open(f"/proc/{pid}/status", encoding="ascii") as f:
+            for line in f:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1]) * 1024  # the kernel writes kB
+    except (OSError, ValueError, IndexError):
+        return None
+    return None
 
 
 def machine_busy_seconds() -> float | None:

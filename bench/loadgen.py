@@ -23,14 +23,14 @@ stdout (``{"ok": true, ...}`` or ``{"ok": false, "error": ...}``):
 from __future__ import annotations
 
 import asyncio
-import json
-import sys
 import time
 from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
 import socketio
+
+from .harness import serve_commands
 
 CUSTOMER = "/customer"
 ENGINEER = "/engineer"
@@ -297,26 +297,14 @@ def _body(role: str, index: int, size: int) -> str:
 
 
 async def main() -> None:
-    loop = asyncio.get_running_loop()
-    reader = asyncio.StreamReader(limit=16 * 1024 * 1024)
-    await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin)
     worker = Worker()
-    while True:
-        line = await reader.readline()
-        if not line:
-            break  # the driver is gone: close and exit
-        cmd = json.loads(line)
-        name = cmd["cmd"]
-        try:
-            result = await getattr(worker, f"{name}_cmd")(cmd)
-            reply = {"ok": True, **result}
-        except Exception as exc:
-            reply = {"ok": False, "error": f"{type(exc).__name__}: {exc}"}
-        sys.stdout.write(json.dumps(reply) + "\n")
-        sys.stdout.flush()
-        if name == "close":
-            return
-    await worker.close_cmd({})
+
+    async def run(name: str, cmd: dict[str, Any]) -> dict[str, Any]:
+        result: dict[str, Any] = await getattr(worker, f"{name}_cmd")(cmd)
+        return result
+
+    if not await serve_commands(run):
+        await worker.close_cmd({})  # the driver is gone: close and exit
 
 
 if __name__ == "__main__":
