@@ -66,7 +66,7 @@ class Settings:
     send_queue_max_bytes: int = 1 * MiB  # queued for a client that does not read
     connections_per_address: int = 100
     handshake_rate: float = 5.0  # Engine.IO handshakes per client address
-    handshake_burst: int = 60
+    handshake_burst: int = 20
     join_timeout_seconds: float = 10.0  # handshake to namespace connect
     chat_max_messages: int = 5000
     resume_token_ttl_seconds: float = 86_400.0  # after the chat closes

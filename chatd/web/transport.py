@@ -27,7 +27,7 @@ from aiohttp import WSCloseCode, WSMsgType, web
 
 from ..config import Settings
 from ..core.clock import Clock
-from ..core.ratelimit import KeyedLimiter, retry_after_seconds
+from ..core.ratelimit import KeyedLimiter, TokenBucket, retry_after_seconds
 from .http import address_key
 
 log = logging.getLogger(__name__)
@@ -47,9 +47,15 @@ class TransportLimits:
     send_queue_max_bytes: int = 1024 * 1024
     connections_per_address: int = 100
     handshake_rate: float = 5.0
-    handshake_burst: int = 60
+    handshake_burst: int = 20
     join_timeout_seconds: float = 10.0
     limiter_max_keys: int = 100_000
+    # Packets a connection may send, counted before they are decoded: past this a client is
+    # not just refused event by event (each refusal still costs a decode and an answer)
+    # but disconnected. Far above what the event rate lets through, so a client that slows
+    # down when told ``rate_limited`` never meets it.
+    event_rate: float = 20.0
+    event_burst: int = 60
 
     @classmethod
     def from_settings(cls, settings: Settings) -> TransportLimits:
@@ -61,7 +67,19 @@ class TransportLimits:
             handshake_burst=settings.handshake_burst,
             join_timeout_seconds=settings.join_timeout_seconds,
             limiter_max_keys=settings.limiter_max_keys,
+            event_rate=settings.event_rate,
+            event_burst=settings.event_burst,
         )
+
+    @property
+    def flood_rate(self) -> float:
+        """Packets a second a connection may send on average (two namespaces' worth)."""
+        return 2 * self.event_rate
+
+    @property
+    def flood_burst(self) -> int:
+        """Packets a connection may send at once, or past its rate, before it is cut off."""
+        return 2 * self.event_burst
 
     @property
     def max_frame_bytes(self) -> int:
@@ -198,6 +216,8 @@ class EngineSocket(engineio.async_socket.AsyncSocket):  # type: ignore[misc]
         self.address = address
         self.queued = 0
         self.refused: tuple[int, str] | None = None  # (WebSocket close code, reason)
+        limits = server.limits
+        self.packets = TokenBucket(server.clock, limits.flood_rate, limits.flood_burst)
         self.join_timer: asyncio.TimerHandle | None = None
         self.ws: web.WebSocketResponse | None = None
         self._transport: asyncio.Transport | None = None
@@ -301,6 +321,9 @@ class EngineSocket(engineio.async_socket.AsyncSocket):  # type: ignore[misc]
     # -- incoming
 
     async def _receive_text(self, data: str) -> None:
+        if not self.packets.take():
+            self.refuse(WSCloseCode.POLICY_VIOLATION, "too many packets")
+            return
         kind = data[:1]
         if kind == "4":
             await self.server._trigger_event(
@@ -452,6 +475,7 @@ class EngineServer(engineio.AsyncServer):  # type: ignore[misc]
     def __init__(self, limits: TransportLimits, clock: Clock, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.limits = limits
+        self.clock = clock
         self.handshakes = KeyedLimiter(
             clock, limits.handshake_rate, limits.handshake_burst, max_keys=limits.limiter_max_keys
         )

@@ -5,9 +5,18 @@ from __future__ import annotations
 
 from typing import Any
 
+from chatd.web.sockets import EVENT_COST
 from tests.e2e.helpers import call, customer_jwt, engineer, guest, start_chat
 
 BURST = 4
+# The event bucket of the event-rate tests: big enough for the dearer events (a resume
+# costs EVENT_COST of it) to be allowed a few times.
+EVENTS = 10
+
+
+def allowed(event: str) -> int:
+    return int(EVENTS // EVENT_COST.get(event, 1))
+
 # One event a quarter of an hour: nothing refills while a test runs, however slow the machine.
 SLOW = 1 / 900
 
@@ -23,7 +32,7 @@ def _code(answer: dict[str, Any]) -> str:
 async def test_every_customer_event_past_its_rate_is_refused_and_does_nothing(
     chatd_factory: Any,
 ) -> None:
-    chatd = await chatd_factory(event_rate=SLOW, event_burst=BURST)
+    chatd = await chatd_factory(event_rate=SLOW, event_burst=EVENTS)
     eng, eng_in = await engineer(chatd, "alex@example.com")
     cust, _ = await guest(chatd)
     sid, resume = await start_chat(chatd, eng, eng_in, cust)
@@ -45,31 +54,31 @@ async def test_every_customer_event_past_its_rate_is_refused_and_does_nothing(
     ]
     for event, make in cases:
         c = await fresh()
-        allowed = await _spend(c, "/customer", event, make, BURST)
-        assert all(a["ok"] for a in allowed) or event == "no:such-event", (event, allowed)
-        past = await call(c, "/customer", event, make(BURST))
+        answers = await _spend(c, "/customer", event, make, allowed(event))
+        assert all(a["ok"] for a in answers) or event == "no:such-event", (event, answers)
+        past = await call(c, "/customer", event, make(allowed(event)))
         assert _code(past) == "rate_limited", (event, past)
 
-    # Nothing the refused events asked for happened: the engineer heard BURST typing and
-    # read receipts, and the chat holds BURST texts and BURST escalations, no more.
+    # Nothing the refused events asked for happened: the engineer heard EVENTS typing and
+    # read receipts, and the chat holds EVENTS texts and EVENTS escalations, no more.
     marker = await call(cust, "/customer", "message:send",
                         {"session_id": sid, "client_msg_id": "marker", "body": "marker"})
     assert marker["ok"], marker
     await eng_in.wait_for("message:new", lambda d: d["message"]["body"] == "marker")
-    assert len(eng_in.named("typing")) == BURST
-    assert len(eng_in.named("message:read")) == BURST
+    assert len(eng_in.named("typing")) == EVENTS
+    assert len(eng_in.named("message:read")) == EVENTS
     history = await call(eng, "/engineer", "session:resume", {"session_id": sid})
     texts = [m["body"] for m in history["messages"] if m["kind"] == "text"]
-    assert texts == [f"hello {i}" for i in range(BURST)] + ["marker"]
+    assert texts == [f"hello {i}" for i in range(EVENTS)] + ["marker"]
     asks = [m for m in history["messages"] if (m.get("event") or {}).get("type") == "escalation"]
-    assert len(asks) == BURST
+    assert len(asks) == EVENTS
 
     # A chat request and an end past the rate change nothing either.
     c = await fresh()
-    await _spend(c, "/customer", "typing", lambda i: {"session_id": sid, "typing": False}, BURST)
+    await _spend(c, "/customer", "typing", lambda i: {"session_id": sid, "typing": False}, EVENTS)
     assert _code(await call(c, "/customer", "session:end", {"session_id": sid})) == "rate_limited"
     g, _ = await guest(chatd, "Gail")
-    await _spend(g, "/customer", "typing", lambda i: {"session_id": sid, "typing": False}, BURST)
+    await _spend(g, "/customer", "typing", lambda i: {"session_id": sid, "typing": False}, EVENTS)
     r = await call(g, "/customer", "chat:request", {"topic": "past the rate"})
     assert _code(r) == "rate_limited"
     snapshot = await call(eng, "/engineer", "queue:snapshot", {})
@@ -78,7 +87,7 @@ async def test_every_customer_event_past_its_rate_is_refused_and_does_nothing(
 
 
 async def test_every_engineer_event_past_its_rate_is_refused(chatd_factory: Any) -> None:
-    chatd = await chatd_factory(event_rate=SLOW, event_burst=BURST)
+    chatd = await chatd_factory(event_rate=SLOW, event_burst=EVENTS)
     eng, eng_in = await engineer(chatd, "alex@example.com")
     cust, cust_in = await guest(chatd)
     sid, _ = await start_chat(chatd, eng, eng_in, cust)
@@ -95,19 +104,19 @@ async def test_every_engineer_event_past_its_rate_is_refused(chatd_factory: Any)
     ]
     for event, make in cases:
         c = await chatd.client("/engineer", {"token": token})
-        allowed = await _spend(c, "/engineer", event, make, BURST)
-        assert all(a["ok"] for a in allowed), (event, allowed)
-        past = await call(c, "/engineer", event, make(BURST))
+        answers = await _spend(c, "/engineer", event, make, allowed(event))
+        assert all(a["ok"] for a in answers), (event, answers)
+        past = await call(c, "/engineer", event, make(allowed(event)))
         assert _code(past) == "rate_limited", (event, past)
 
     c = await chatd.client("/engineer", {"token": token})
-    await _spend(c, "/engineer", "queue:snapshot", lambda i: {}, BURST)
+    await _spend(c, "/engineer", "queue:snapshot", lambda i: {}, allowed("queue:snapshot"))
     r = await call(c, "/engineer", "session:end", {"session_id": sid})
     assert _code(r) == "rate_limited"
     history = await call(eng, "/engineer", "session:resume", {"session_id": sid})
     assert history["session"]["state"] == "active"
     texts = [m["body"] for m in history["messages"] if m["kind"] == "text"]
-    assert texts == [f"reply {i}" for i in range(BURST)]
+    assert texts == [f"reply {i}" for i in range(EVENTS)]
 
 
 async def test_one_customer_has_one_message_rate_across_connections(chatd_factory: Any) -> None:

@@ -281,8 +281,8 @@ async def hostile(http: aiohttp.ClientSession, url: str, token: str, join: str, 
                     await ws.send_bytes(f)
                 else:
                     await ws.send_str(f.text() if isinstance(f, Big) else f)
-            except (ConnectionResetError, aiohttp.ClientConnectionError):
-                return "reset"
+            except (ConnectionError, aiohttp.ClientConnectionError):
+                return "reset"  # the server closed while a frame (a big one) was going out
         # Read what comes back until the server closes or goes quiet.
         while True:
             try:

@@ -327,3 +327,40 @@ async def test_a_handshake_that_joins_no_namespace_is_closed(chatd_factory: Any)
         assert answer.data.startswith("43/customer,1"), answer
         for ws in (idle, joined, left):
             await ws.close()
+
+
+# -- floods past the event rate
+
+
+async def test_a_client_flooding_past_its_event_rate_is_disconnected(chatd_factory: Any) -> None:
+    """Refusing a flood event by event still costs a decode and an answer each: a client
+    that keeps sending far past its rate is cut off, one that slows down when told is not."""
+    chatd = await chatd_factory(event_rate=5.0, event_burst=10)
+    async with aiohttp.ClientSession() as http:
+        flooder, flooder_sid = await open_ws(http, chatd.url, join="/customer")
+        polite, _ = await open_ws(http, chatd.url, join="/customer")
+        # The polite one sends a burst, hears rate_limited, and stops.
+        for i in range(12):
+            await polite.send_str(f'42/customer,{i}["typing",{{"session_id":"x","typing":true}}]')
+        answers = []
+        while len(answers) < 12:
+            msg = await polite.receive(timeout=5)
+            assert msg.type == aiohttp.WSMsgType.TEXT, msg
+            if msg.data.startswith("43/customer,"):
+                answers.append(msg.data)
+        assert any('"rate_limited"' in a for a in answers), answers
+        # The flooder sends 500 at once, reading nothing.
+        for i in range(500):
+            await flooder.send_str(f'42/customer,{i}["typing",{{"session_id":"x","typing":true}}]')
+        assert await closed_by_server(flooder) == 1008  # policy violation
+        assert await gone(chatd, flooder_sid)
+        # The polite one is still connected and answered.
+        await asyncio.sleep(2.5)  # its bucket refills
+        await polite.send_str('42/customer,99["typing",{"session_id":"x","typing":true}]')
+        while True:
+            msg = await polite.receive(timeout=5)
+            assert msg.type == aiohttp.WSMsgType.TEXT, msg
+            if msg.data.startswith("43/customer,99"):
+                break
+        await polite.close()
+    await chat_still_works(chatd, "after-flood")

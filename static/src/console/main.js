@@ -253,6 +253,11 @@ class Chat {
       const res = await call(this.app.socket, 'session:resume', { session_id: this.id, after_seq: after });
       if (!res.ok) {
         const code = res.error && res.error.code;
+        if (code === 'rate_limited') {
+          // Paging a long chat: each page costs several events' allowance. Wait, go on.
+          await new Promise((resolve) => setTimeout(resolve, 1000));
+          continue;
+        }
         if (code === 'forbidden') this.setClosed('transferred');
         return;
       }

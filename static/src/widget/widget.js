@@ -837,6 +837,11 @@ export class Widget {
       });
       if (!res.ok) {
         const code = res.error && res.error.code;
+        if (code === 'rate_limited') {
+          // Paging a long chat: each page costs several events' allowance. Wait, go on.
+          await new Promise((resolve) => setTimeout(resolve, 1000));
+          continue;
+        }
         if (code === 'unauthorized' || code === 'not_found') this.onConnectError({ data: { code } });
         return;
       }
