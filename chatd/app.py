@@ -29,7 +29,7 @@ from .web.http import (
 )
 from .web.monitoring import Monitor, desk_observers, setup_monitoring
 from .web.sockets import Limits, Sockets
-from .web.transport import TransportLimits
+from .web.transport import TransportLimits, handshake_budget
 
 log = logging.getLogger(__name__)
 
@@ -95,6 +95,7 @@ def create_app(
         event_burst=settings.event_burst,
         public_url=settings.public_url,
         limiter_max_keys=settings.limiter_max_keys,
+        history_rate_total=settings.history_rate_total,
     )
     sockets = Sockets(
         desk, clock, limits, origin_checker(settings),
@@ -111,6 +112,7 @@ def create_app(
     setup_routes(app)
     setup_attachments(app, settings, clock)
     setup_monitoring(app, Monitor(settings, clock, desk, store, metrics, webhook=alert_webhook))
+    app.middlewares.insert(0, handshake_budget(clock, settings.handshake_rate_total))
 
     async def lifecycle(app: web.Application) -> AsyncIterator[None]:
         await store.open()

@@ -68,6 +68,9 @@ class Settings:
     handshake_rate: float = 5.0  # Engine.IO handshakes per client address
     handshake_burst: int = 20
     join_timeout_seconds: float = 10.0  # handshake to namespace connect
+    # Server-wide budgets for the dearest work a crowd of addresses can ask for.
+    handshake_rate_total: float = 200.0  # new Engine.IO sessions a second, all addresses
+    history_rate_total: float = 100.0  # pages of history a second, all connections
     chat_max_messages: int = 5000
     resume_token_ttl_seconds: float = 86_400.0  # after the chat closes
     login_backoff_after: int = 5  # failed logins of one account before it backs off
@@ -310,6 +313,8 @@ _PARSERS: dict[str, Callable[[Any], Any]] = {
     "handshake_rate": _as_float(0.1, 10000),
     "handshake_burst": _as_int(1, 100000),
     "join_timeout_seconds": _as_float(0.5, 3600),
+    "handshake_rate_total": _as_float(1, 1_000_000),
+    "history_rate_total": _as_float(1, 1_000_000),
     "chat_max_messages": _as_int(10, 10_000_000),
     "resume_token_ttl_seconds": _as_float(0, 365 * 86400),
     "login_backoff_after": _as_int(1, 1000),

@@ -53,6 +53,7 @@ class Limits:
     event_burst: int = 60
     public_url: str = ""  # where the console is served from; empty: the request's Host
     limiter_max_keys: int = 100_000
+    history_rate_total: float = 100.0  # pages of history a second, all connections together
 
 
 # Events that cost the server much more than the rest (a database read and up to a page of
@@ -107,6 +108,10 @@ class BaseNamespace(socketio.AsyncNamespace):  # type: ignore[misc]
             clock, limits.message_rate, limits.message_burst, max_keys=limits.limiter_max_keys
         )
         self.event_buckets: dict[str, TokenBucket] = {}  # every event, per connection
+        # Shared by both namespaces (Sockets sets one bucket on each).
+        self.history_budget = TokenBucket(
+            clock, limits.history_rate_total, 2 * limits.history_rate_total
+        )
         self.handlers: dict[str, tuple[type[Any], Handler]] = {}
 
     async def trigger_event(self, event: str, *args: Any) -> Any:
@@ -139,6 +144,10 @@ class BaseNamespace(socketio.AsyncNamespace):  # type: ignore[misc]
             return _error("unauthorized", "not connected")
         if not bucket.take(EVENT_COST.get(event, 1) if isinstance(event, str) else 1):
             return _error("rate_limited", "too many events; slow down")
+        if event == "session:resume" and not self.history_budget.take():
+            # Server-wide: a crowd of connections cannot make the server read and encode
+            # more history than this, whatever each of them may.
+            return _error("rate_limited", "the server is busy; ask again in a second")
         entry = self.handlers.get(event) if isinstance(event, str) else None
         if entry is None:
             return _error("bad_request", f"unknown event {str(event)[:64]!r}")
@@ -519,6 +528,7 @@ class Sockets:
         self.clock = clock
         self.customers = CustomerNamespace(desk, clock, limits, self.emitter)
         self.engineers = EngineerNamespace(desk, clock, limits, self.emitter)
+        self.engineers.history_budget = self.customers.history_budget
         self.sio.register_namespace(self.customers)
         self.sio.register_namespace(self.engineers)
         self.tick_interval = tick_interval

@@ -90,6 +90,30 @@ class TransportLimits:
         return 2 * self.max_event_bytes + FRAME_OVERHEAD
 
 
+def handshake_budget(clock: Clock, rate: float) -> Any:
+    """Server-wide admission of new Engine.IO sessions, outermost, before any other work:
+    past ``rate`` a second (bursts of twice it), from all addresses together, a handshake
+    answers 503 with ``Retry-After``. Per-address limits bound one address; this bounds what
+    a crowd of addresses can make the server do. Established connections are not counted."""
+    bucket = TokenBucket(clock, rate, 2 * rate)
+    body = msgspec.json.encode({"ok": False, "error": {
+        "code": "unavailable", "message": "the server is busy; connect again shortly"}})
+
+    @web.middleware
+    async def middleware(request: web.Request, handler: Any) -> web.StreamResponse:
+        if (
+            request.path.startswith("/socket.io/")
+            and "sid" not in request.query
+            and not bucket.take()
+        ):
+            return web.Response(status=503, body=body, content_type="application/json",
+                                headers={"Retry-After": "1"})
+        response: web.StreamResponse = await handler(request)
+        return response
+
+    return middleware
+
+
 class _JSON:
     """The ``json`` module's two functions, done by msgspec (several times faster)."""
 

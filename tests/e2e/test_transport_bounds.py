@@ -364,3 +364,49 @@ async def test_a_client_flooding_past_its_event_rate_is_disconnected(chatd_facto
                 break
         await polite.close()
     await chat_still_works(chatd, "after-flood")
+
+
+# -- server-wide budgets
+
+
+async def test_new_sessions_past_the_server_wide_budget_answer_503(chatd_factory: Any) -> None:
+    """Per-address limits bound one address; the server-wide budget bounds a crowd of them.
+    Established connections are not counted."""
+    chatd = await chatd_factory(handshake_rate_total=1.0, trusted_proxies=("127.0.0.1/32",))
+    async with aiohttp.ClientSession() as http:
+        statuses = []
+        for i in range(6):  # each from its own address: no per-address limit is near
+            async with http.get(polling_url(chatd.url), headers=xff(f"198.51.100.{i + 1}")) as r:
+                statuses.append(r.status)
+                if r.status == 503:
+                    body = await r.json()
+                    assert body["error"]["code"] == "unavailable", body
+                    assert r.headers["Retry-After"] == "1"
+                else:
+                    sid = json.loads((await r.text())[1:])["sid"]
+        assert statuses[:2] == [200, 200] and 503 in statuses, statuses
+        # A request of an established session is not a new one: it goes through.
+        async with http.get(polling_url(chatd.url, sid)) as r:
+            assert r.status == 200
+
+
+async def test_history_pages_past_the_server_wide_budget_are_refused_for_everyone(
+    chatd_factory: Any,
+) -> None:
+    chatd = await chatd_factory(history_rate_total=1.0)
+    eng, eng_in = await engineer(chatd, "alex@example.com")
+    cust, _ = await guest(chatd, "Carol")
+    sid, resume = await start_chat(chatd, eng, eng_in, cust)
+    other, _ = await guest(chatd, "Other")
+    creds = {"session_id": sid, "resume_token": resume, "after_seq": 0}
+    answers = [await call(cust, "/customer", "session:resume", creds) for _ in range(3)]
+    assert [a["ok"] for a in answers[:2]] == [True, True], answers
+    busy = [a for a in answers if not a["ok"]]
+    # Another connection (another person, even) meets the same budget.
+    busy.append(await call(other, "/customer", "session:resume", creds))
+    busy.append(await call(eng, "/engineer", "session:resume", {"session_id": sid}))
+    assert [b["ok"] for b in busy] == [False] * len(busy), busy
+    assert all(b["error"]["code"] == "rate_limited" for b in busy)
+    assert "busy" in busy[0]["error"]["message"]
+    await asyncio.sleep(1.2)  # it refills
+    assert (await call(eng, "/engineer", "session:resume", {"session_id": sid}))["ok"]
