@@ -34,7 +34,17 @@ def _duration(seconds: float) -> str:
     return f"{s // 60}m {s % 60:02d}s"
 
 
-def alert_text(alert: dict[str, Any], monitor_url: str = "") -> str:
+def _about(seconds: float) -> str:
+    """A predicted wait, to the minute: a prediction is not worth its seconds."""
+    s = int(round(seconds))
+    return f"{s}s" if s < 60 else f"{round(s / 60)}m"
+
+
+def alert_text(
+    alert: dict[str, Any], monitor_url: str = "", *, previous: str | None = None
+) -> str:
+    """The chat line for one ``queue:alert``; ``previous`` is the level it follows, which
+    tells what a ``clear`` ends (a wait past the warning, or only a prediction)."""
     level = alert.get("level")
     oldest = _duration(float(alert.get("oldest_wait_seconds") or 0))
     waiting = int(alert.get("queue_length") or 0)
@@ -48,6 +58,17 @@ def alert_text(alert: dict[str, Any], monitor_url: str = "") -> str:
     elif level == "warning":
         text = (f":warning: chatd: a customer has waited {oldest}; the target is {target} "
                 f"({people}).")
+    elif level == "predicted":
+        # Nobody has waited long yet: the desk predicts that someone will wait past the
+        # target. No figure: customers wait and no engineer is available or expected back.
+        predicted = alert.get("predicted_wait_seconds")
+        longest = (f"a customer is predicted to wait about {_about(float(predicted))} in all"
+                   if predicted is not None else "no engineer is available to answer")
+        text = (f":hourglass_flowing_sand: chatd: heads-up, waits are heading past the {target} "
+                f"target: {longest}; the oldest has waited {oldest} so far ({people}).")
+    elif previous == "predicted":
+        text = (f":white_check_mark: chatd: the predicted waits are back within the {target} "
+                f"target ({people}).")
     else:
         text = f":white_check_mark: chatd: no customer has waited {warning} any more ({people})."
     if monitor_url:
@@ -78,15 +99,20 @@ class AlertWebhook(NullObserver):
         self.policy = policy or RetryPolicy(base=2.0, cap=60.0, timeout=timeout)
         self.sleep = sleep
         self.rand = rand
-        self._queue: asyncio.Queue[dict[str, Any]] = asyncio.Queue(max_pending)
+        # Each alert with the level before it (None: none in force).
+        self._queue: asyncio.Queue[tuple[dict[str, Any], str | None]] = asyncio.Queue(max_pending)
+        self._level: str | None = None
         self._task: asyncio.Task[None] | None = None
         self._http: aiohttp.ClientSession | None = None
         self.delivered = 0
         self.dropped = 0
 
     def queue_alert(self, alert: dict[str, Any]) -> None:
+        previous = self._level
+        level = alert.get("level")
+        self._level = None if level == "clear" else str(level)
         try:
-            self._queue.put_nowait(alert)
+            self._queue.put_nowait((alert, previous))
         except asyncio.QueueFull:
             self.dropped += 1
             log.warning("alert webhook backlog full; an alert was dropped",
@@ -109,12 +135,12 @@ class AlertWebhook(NullObserver):
 
     async def _run(self) -> None:
         while True:
-            alert = await self._queue.get()
-            await self.deliver(alert)
+            alert, previous = await self._queue.get()
+            await self.deliver(alert, previous)
 
-    async def deliver(self, alert: dict[str, Any]) -> bool:
+    async def deliver(self, alert: dict[str, Any], previous: str | None = None) -> bool:
         """Post one alert, retrying a bounded number of times. True once accepted."""
-        body = {"text": alert_text(alert, self.monitor_url)}
+        body = {"text": alert_text(alert, self.monitor_url, previous=previous)}
         for attempt in range(1, self.attempts + 1):
             try:
                 await self._post(body)

@@ -40,6 +40,7 @@ def desk_settings(settings: Settings) -> DeskSettings:
         grace=settings.grace_seconds,
         wait_target=settings.wait_target_seconds,
         wait_warning=settings.wait_warning_seconds,
+        wait_objective=settings.wait_objective,
         default_capacity=settings.default_capacity,
         max_capacity=settings.max_capacity,
         default_handle_seconds=settings.default_handle_seconds,

@@ -51,6 +51,7 @@ class Settings:
     grace_seconds: float = 60.0
     wait_target_seconds: float = 300.0
     wait_warning_seconds: float = 240.0
+    wait_objective: float = 0.9
     default_capacity: int = 3
     max_capacity: int = 20
     default_handle_seconds: float = 600.0
@@ -297,6 +298,7 @@ _PARSERS: dict[str, Callable[[Any], Any]] = {
     "grace_seconds": _as_float(0, 86400),
     "wait_target_seconds": _as_float(1, 86400),
     "wait_warning_seconds": _as_float(1, 86400),
+    "wait_objective": _as_float(0.01, 0.999),
     "default_capacity": _as_int(1, 100),
     "max_capacity": _as_int(1, 100),
     "default_handle_seconds": _as_float(1, 86400),

@@ -101,6 +101,6 @@ class DeskLog(NullObserver):
             logging.INFO if level == "clear" else logging.WARNING,
             "queue alert: %s", level,
             extra={k: alert.get(k) for k in
-                   ("oldest_wait_seconds", "threshold_seconds", "queue_length",
-                    "engineers_online")},
+                   ("oldest_wait_seconds", "threshold_seconds", "predicted_wait_seconds",
+                    "queue_length", "engineers_online")},
         )

@@ -43,7 +43,7 @@ UPLOAD_RESULTS = (
     "failed",
 )
 HANDOFF_RESULTS = ("delivered", "retry", "failed")
-ALERT_LEVELS = ("warning", "breach", "clear")
+ALERT_LEVELS = ("predicted", "warning", "breach", "clear")
 ENGINEER_STATUSES = ("available", "away")
 NAMESPACES = ("customer", "engineer")
 UPLOAD_ROUTE = "/api/sessions/{session_id}/attachments"
@@ -114,6 +114,18 @@ class LiveCollector:
             "clients": GaugeMetricFamily(
                 "chatd_connected_clients", "Socket.IO connections by namespace.",
                 labels=["namespace"]),
+            "arrivals": GaugeMetricFamily(
+                "chatd_forecast_arrivals_per_hour",
+                "The smoothed arrival rate now and forecast over the next hour "
+                "(absent until known).", labels=["horizon"]),
+            "slots": GaugeMetricFamily(
+                "chatd_forecast_slots_needed",
+                "Capacity slots needed for the service-level objective, by Erlang A "
+                "(Erlang C without abandonment), now and over the next hour.",
+                labels=["horizon"]),
+            "needed_engineers": GaugeMetricFamily(
+                "chatd_forecast_engineers_needed",
+                "The slots needed as engineers at the default capacity.", labels=["horizon"]),
         }
 
     def describe(self) -> Iterable[Metric]:
@@ -131,6 +143,12 @@ class LiveCollector:
             f["engineers"].add_metric([status], by_status.get(status, 0))
         f["capacity"].add_metric([], live.online_capacity)
         f["active"].add_metric([], len(live.active))
+        for horizon in ("now", "next_hour"):
+            part = (live.forecast or {}).get(horizon) or {}
+            for family, key in (("arrivals", "arrivals_per_hour"), ("slots", "slots"),
+                                ("needed_engineers", "engineers")):
+                if part.get(key) is not None:
+                    f[family].add_metric([horizon], part[key])
         counts = self.clients()
         for ns in sorted({*NAMESPACES, *counts}):
             f["clients"].add_metric([ns], counts.get(ns, 0))

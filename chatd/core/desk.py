@@ -14,15 +14,17 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import hmac
+import math
 import os
 import secrets
 from bisect import insort
-from collections import OrderedDict, deque
+from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 from .alerts import QueueAlerts
+from .arrivals import ArrivalRate
 from .clock import Clock
 from .errors import (
     BadRequest,
@@ -52,13 +54,29 @@ from .models import (
 )
 from .observer import DeskObserver, NullObserver
 from .ports import Store
+from .staffing import abandon_share, slots_needed
 from .stats import LiveDesk
+from .waits import (
+    Observations,
+    Slots,
+    Wait,
+    Waiting,
+    WaitSettings,
+    WaitTable,
+    news,
+    predict,
+    wait_wire,
+)
 
 # Characters a message's wire form takes besides its body (ids, sender, times), roughly.
 _MESSAGE_FRAMING = 300
 # How far below the chat cap the desk's own count of a chat's messages is trusted without
 # asking the store (it does not see every system message).
 _CAP_SLACK = 64
+# The wait table is recomputed at least every twentieth of a handle time while customers
+# wait (chats in progress age, and so do the customers' chances), within these bounds in
+# seconds (docs/waits.md).
+WAIT_TABLE_AGE = (0.05, 5.0)
 
 CUSTOMER_NS = "customer"
 ENGINEER_NS = "engineer"
@@ -95,10 +113,12 @@ class DeskSettings:
     grace: float = 60.0
     wait_target: float = 300.0
     wait_warning: float = 240.0
+    # The service level the staffing forecast aims at: this share answered within wait_target.
+    wait_objective: float = 0.9
     default_capacity: int = 3
     max_capacity: int = 20
     default_handle_seconds: float = 600.0
-    handle_history: int = 50
+    handle_history: int = 200
     position_interval: float = 2.0
     queue_update_interval: float = 1.0
     history_limit: int = 1000
@@ -133,6 +153,18 @@ class Presence:
     active: set[str] = field(default_factory=set)
     offers: set[str] = field(default_factory=set)
     gone_deadline: float | None = None
+    away_since: float | None = None  # when a connected engineer last went from available to away
+
+    def set_status(self, status: EngineerStatus, now: float) -> float | None:
+        """Change status; returns how long they were away when they come back from it."""
+        back = None
+        if status is EngineerStatus.AWAY and self.status is EngineerStatus.AVAILABLE:
+            self.away_since = now
+        elif status is EngineerStatus.AVAILABLE and self.away_since is not None:
+            back = now - self.away_since
+            self.away_since = None
+        self.status = status
+        return back
 
     @property
     def load(self) -> int:
@@ -227,8 +259,18 @@ class Desk:
         self._customer_conns: dict[str, int] = {}
         self._customer_gone: dict[str, float] = {}
         self._arrival_seq = 0
-        self._handle_times: deque[float] = deque(maxlen=self.settings.handle_history)
-        self._pos_sent: dict[str, tuple[int, int | None, float]] = {}
+        self.wait_settings = WaitSettings(
+            default_handle_seconds=self.settings.default_handle_seconds,
+            history=self.settings.handle_history,
+        )
+        self.observed = Observations(self.wait_settings)
+        self.arrivals = ArrivalRate(start=clock.now())
+        self._waits: WaitTable | None = None  # by position; None when it must be recomputed
+        self._waits_at = float("-inf")
+        # What the model said each waiting customer would wait when they joined (position,
+        # (mean, low, high)): their real wait calibrates the ranges (docs/waits.md).
+        self._told: dict[str, tuple[int, tuple[float, float, float]]] = {}
+        self._pos_sent: dict[str, tuple[int, Wait | None, float]] = {}
         self._pos_dirty = False
         self._queue_sent: tuple[int, str | None] | None = None
         self._queue_sent_at = float("-inf")
@@ -254,7 +296,7 @@ class Desk:
             for t in reversed(
                 await self.store.recent_handle_times(now - 86_400, self.settings.handle_history)
             ):
-                self._handle_times.append(t)
+                self.observed.handled(t)
             for session in await self.store.open_sessions():
                 self._sessions[session.id] = session
                 if session.state is SessionState.OFFERED:
@@ -267,7 +309,7 @@ class Desk:
                     p = self._presence(session.engineer, now)
                     p.active.add(session.id)
                     p.gone_deadline = now + self.settings.grace
-            self._pos_dirty = True
+            self._queue_changed()
             return []
 
     # ------------------------------------------------------------------ customers
@@ -301,6 +343,7 @@ class Desk:
                         session_id=s.id,
                     )
             now = self.clock.now()
+            self.arrivals.observe(now)
             self._arrival_seq += 1
             session = Session(
                 id=self._new_id(),
@@ -328,13 +371,22 @@ class Desk:
             self.observer.session_requested(session)
             self._sessions[session.id] = session
             insort(self._queue, session, key=lambda s: s.arrival_key)
+            # Joining at the tail changes nobody's wait ahead: the wait table stays.
             self._pos_dirty = True
             fx: Effects = []
             self._match(now, fx)
             await self._persist_offers(fx)
             position = self._position(session)
-            estimate = self._estimate(position)
+            estimate = None
             if position is not None:
+                if self._waits is not None and len(self._waits) < min(
+                    position, self.wait_settings.depth
+                ):
+                    self._waits = None  # sample this position too, not extend to it
+                table = self.wait_table()
+                if table is not None:
+                    estimate = table.at(position)
+                    self._told[session.id] = (position, table.model(position))
                 self._pos_sent[session.id] = (position, estimate, now)
             self._flush_queue_update(now, fx)
             wire = session.to_wire(position=position, estimate=estimate)
@@ -585,7 +637,7 @@ class Desk:
         p.engineer = engineer
         p.connections += 1
         p.gone_deadline = None
-        self._pos_dirty = True
+        self._queue_changed()
         return p.to_wire()
 
     async def engineer_disconnected(self, engineer_id: str) -> Effects:
@@ -597,12 +649,13 @@ class Desk:
             p.connections = max(0, p.connections - 1)
             if p.connections:
                 return fx
+            p.away_since = None  # gone, not on a break: the wait does not count on them
             now = self.clock.now()
             for sid in list(p.offers):
                 self._revoke_offer(sid, "engineer_offline", fx)
             if p.active:
                 p.gone_deadline = now + self.settings.grace
-            self._pos_dirty = True
+            self._queue_changed()
             self._match(now, fx)
             await self._persist_offers(fx)
             self._flush_queue_update(now, fx)
@@ -621,13 +674,14 @@ class Desk:
                     )
                 p.capacity = capacity
             fx: Effects = []
-            p.status = status
+            if (away := p.set_status(status, now)) is not None and p.online:
+                self.observed.came_back(away)
             if status is EngineerStatus.AWAY:
                 for sid in list(p.offers):
                     self._revoke_offer(sid, "engineer_away", fx)
             self._match(now, fx)
             await self._persist_offers(fx)
-            self._pos_dirty = True
+            self._queue_changed()
             return p.to_wire(), fx
 
     def snapshot(self, engineer: Engineer) -> dict[str, Any]:
@@ -765,7 +819,8 @@ class Desk:
             await self._persist_offers(fx)
             self._flush_positions(now, fx)
             self._flush_queue_update(now, fx)
-            if alert := self.alerts.check(now, self._queue, self.engineers_online()):
+            if alert := self.alerts.check(now, self._queue, self.engineers_online(),
+                                          self._longest_predicted(now)):
                 fx.append(Outbound(ENGINEER_NS, ENGINEERS_ROOM, "queue:alert", alert))
             return fx
 
@@ -780,8 +835,9 @@ class Desk:
     def open_session_ids(self) -> list[str]:
         return list(self._sessions)
 
-    def live(self) -> LiveDesk:
-        """The desk now, for /metrics and /api/stats (read between two awaits: consistent)."""
+    def live(self, *, forecast: bool = False) -> LiveDesk:
+        """The desk now, for /metrics and /api/stats (read between two awaits: consistent);
+        with the staffing forecast if asked (it costs a few milliseconds)."""
         return LiveDesk(
             now=self.clock.now(),
             queue=list(self._queue),
@@ -791,6 +847,7 @@ class Desk:
             alert=self.alerts.current(),
             online_capacity=self.online_capacity(),
             average_handle_seconds=self.average_handle_seconds(),
+            forecast=self.forecast() if forecast else None,
         )
 
     # ------------------------------------------------------------------ internals
@@ -853,21 +910,114 @@ class Desk:
         )
 
     def average_handle_seconds(self) -> float:
-        if not self._handle_times:
-            return self.settings.default_handle_seconds
-        return sum(self._handle_times) / len(self._handle_times)
+        """The mean handle time the estimate uses (of the fitted log-normal)."""
+        return self.observed.mean_handle()
 
-    def _estimate(self, position: int | None, *, capacity: int | None = None,
-                  aht: float | None = None) -> int | None:
-        """((position - 1) / online capacity + 1) x recent average handle time; None when no
-        engineer is available (docs/design.md#estimated-wait)."""
+    def wait_table(self) -> WaitTable | None:
+        """The predicted wait of every queue position (docs/waits.md): computed once for the
+        whole queue, again when the queue or the engineers changed (not when a customer
+        joins at the tail: that changes nobody's wait ahead) or as it ages
+        (``WAIT_TABLE_AGE``)."""
+        now = self.clock.now()
+        if self._waits is not None:
+            lo, hi = WAIT_TABLE_AGE
+            if now - self._waits_at < min(hi, max(lo, self.observed.mean_handle() / 50)):
+                return self._waits
+        slots = []
+        for p in self._engineers.values():
+            away_for = None
+            if p.status is not EngineerStatus.AVAILABLE:
+                if p.away_since is None:
+                    continue
+                away_for = now - p.away_since
+            if not p.online:
+                continue
+            ages = []
+            for sid in p.active:
+                s = self._sessions.get(sid)
+                if s is not None and s.assigned_at is not None:
+                    ages.append(max(0.0, now - s.assigned_at))
+            offers = tuple(
+                max(0.0, now - o.made_at)
+                for sid in p.offers
+                if (o := self._offers.get(sid)) is not None and o.transfer_from is None
+            )
+            slots.append(Slots(p.capacity, tuple(ages), offers, away_for))
+        queue = [
+            Waiting(
+                now - o.made_at
+                if (o := self._offers.get(s.id)) is not None and s.state is SessionState.OFFERED
+                else None
+            )
+            for s in self._queue[: self.wait_settings.depth]
+        ]
+        self._waits = predict(slots, queue, self.observed, self.wait_settings, now)
+        self._waits_at = now
+        return self._waits if self._waits is not None else None
+
+    def _estimate(self, position: int | None) -> Wait | None:
+        """The wait at ``position``; None when no engineer is available
+        (docs/waits.md)."""
         if position is None:
             return None
-        cap = self.online_capacity() if capacity is None else capacity
-        if cap <= 0:
+        table = self.wait_table()
+        return table.at(position) if table is not None else None
+
+    def _longest_predicted(self, now: float) -> float | None:
+        """The longest wait anyone waiting is heading for: waited so far plus predicted;
+        without end (inf) while customers wait and no engineer is there to answer."""
+        if not self._queue:
             return None
-        handle = self.average_handle_seconds() if aht is None else aht
-        return round(((position - 1) / cap + 1) * handle)
+        table = self.wait_table()
+        if table is None:
+            return math.inf
+        return max(
+            now - s.created_at + table.at(i + 1).seconds for i, s in enumerate(self._queue)
+        )
+
+    def forecast(self) -> dict[str, Any]:
+        """How many capacity slots the desk needs to answer ``wait_objective`` of customers
+        within ``wait_target``, now and over the next hour, from the live arrival rate and
+        the handle times and patience observed (docs/waits.md#staffing-forecast)."""
+        s = self.settings
+        now = self.clock.now()
+        handle = self.observed.mean_handle()
+        theta = self.observed.abandon_rate()
+        rates = {"now": self.arrivals.rate_now(now), "next_hour": self.arrivals.forecast(now, 3600)}
+        out: dict[str, Any] = {
+            "target_seconds": s.wait_target,
+            "objective": s.wait_objective,
+            "model": "erlang_a" if theta > 0 else "erlang_c",
+            "handle_seconds": round(handle, 1),
+            "patience_seconds": round(1 / theta, 1) if theta > 0 else None,
+            "default_capacity": s.default_capacity,
+            "slots_online": self.online_capacity(),
+            "engineers_online": self.engineers_online(),
+        }
+        for name, lam in rates.items():
+            slots = None
+            if lam is not None:
+                try:
+                    slots = slots_needed(lam, 1 / handle, s.wait_target, s.wait_objective,
+                                         theta or None)
+                except ValueError:  # past any desk this model can staff
+                    slots = None
+            leaving = None
+            if slots is not None and theta > 0 and lam:
+                leaving = round(abandon_share(slots, lam, 1 / handle, theta), 4)
+            out[name] = {
+                "arrivals_per_hour": None if lam is None else round(lam * 3600, 1),
+                "slots": slots,
+                "engineers": None if slots is None else -(-slots // s.default_capacity),
+                "abandon_share": leaving,
+            }
+        return out
+
+    def _queue_changed(self) -> None:
+        """Positions or slots changed: waits are recomputed and customers told."""
+        self._pos_dirty = True
+        self._waits = None
+        self._waits = None
 
     def _session_wire(self, session: Session) -> dict[str, Any]:
         position = self._position(session) if session.id in self._sessions else None
@@ -965,6 +1115,7 @@ class Desk:
         )
         self._offers[session.id] = offer
         p.offers.add(session.id)
+        self._waits = None
         p.last_offered_at = now
         if transfer_from is None:
             session.state = SessionState.OFFERED
@@ -1018,6 +1169,7 @@ class Desk:
         offer = self._offers.pop(session_id, None)
         if offer is None:
             return None
+        self._waits = None
         self.observer.offer_resolved(reason if reason in ("declined", "expired") else "withdrawn")
         p = self._engineers.get(offer.engineer_id)
         if p is not None:
@@ -1059,7 +1211,7 @@ class Desk:
         p = self._engineers.get(offer.engineer_id)
         if p is None:
             return
-        p.status = EngineerStatus.AWAY
+        p.set_status(EngineerStatus.AWAY, self.clock.now())
         for sid in list(p.offers):
             self._revoke_offer(sid, "engineer_away", fx)
         fx.append(
@@ -1070,7 +1222,7 @@ class Desk:
                 {**p.to_wire(), "reason": "offer_expired"},
             )
         )
-        self._pos_dirty = True
+        self._queue_changed()
 
     async def _assign(
         self, session: Session, offer: Offer, engineer: Engineer, now: float, fx: Effects
@@ -1097,12 +1249,17 @@ class Desk:
             raise
         if previous[3] is None:
             self.observer.session_answered(session)
+            self.observed.left_queue(now - session.created_at, abandoned=False)
+            self.observed.started(session.id, now)
+            if (told := self._told.pop(session.id, None)) is not None:
+                self.observed.waited(told[0], told[1], now - session.created_at)
+        self.observed.accepted(now - offer.made_at)
         self._offers.pop(session.id, None)
         self._declined.pop(session.id, None)
         self._queue.remove(session)
         self._customer_gone.pop(session.id, None)
         self._pos_sent.pop(session.id, None)
-        self._pos_dirty = True
+        self._queue_changed()
         p = self._presence(engineer, now)
         p.offers.discard(session.id)
         p.active.add(session.id)
@@ -1177,13 +1334,14 @@ class Desk:
             # (the store refuses it); withdraw it so the chat is offered afresh below.
             self._revoke_offer(sid, "requeued", fx)
             gone = session.engineer
+            self.observed.dropped(sid)
             session.state = SessionState.WAITING
             session.engineer = None
             session.assigned_at = None
             await self.store.save_session_state(session)
             insort(self._queue, session, key=lambda s: s.arrival_key)
             self._pos_sent.pop(session.id, None)
-            self._pos_dirty = True
+            self._queue_changed()
             if self._customer_conns.get(sid, 0) == 0:
                 self._customer_gone[sid] = now + self.settings.grace
             msg, _ = await self.store.append_message(
@@ -1240,16 +1398,19 @@ class Desk:
         self._declined.pop(session.id, None)
         self._customer_gone.pop(session.id, None)
         self._pos_sent.pop(session.id, None)
+        self._told.pop(session.id, None)
         if was_queued:
             self._queue.remove(session)
-            self._pos_dirty = True
+            self._queue_changed()
         if session.engineer is not None:
             p = self._engineers.get(session.engineer.id)
             if p is not None:
                 p.active.discard(session.id)
+        if was_queued and session.first_assigned_at is None:
+            self.observed.left_queue(now - session.created_at, abandoned=True)
         if answered and session.assigned_at is not None:
-            self._handle_times.append(now - session.assigned_at)
-            self._pos_dirty = True
+            self.observed.ended(session.id, now)
+            self._queue_changed()
         self._relay_end(session, msg, answered, fx)
 
     def _relay_end(self, session: Session, msg: Message, answered: bool, fx: Effects) -> None:
@@ -1297,15 +1458,15 @@ class Desk:
         once per ``position_interval`` each. One pass over the queue: O(n) per flush."""
         if not self._pos_dirty:
             return
-        capacity = self.online_capacity()
-        aht = self.average_handle_seconds()
+        table = self.wait_table()
+        least = self.observed.unit()
         interval = self.settings.position_interval
         pending = False
         for i, session in enumerate(self._queue):
             position = i + 1
-            estimate = self._estimate(position, capacity=capacity, aht=aht)
+            estimate = table.at(position) if table is not None else None
             last = self._pos_sent.get(session.id)
-            if last is not None and last[0] == position and last[1] == estimate:
+            if last is not None and last[0] == position and not news(last[1], estimate, least):
                 continue
             if last is not None and now - last[2] < interval:
                 pending = True
@@ -1319,7 +1480,7 @@ class Desk:
                     {
                         "session_id": session.id,
                         "position": position,
-                        "estimated_wait_seconds": estimate,
+                        **wait_wire(estimate),
                         "engineers_online": self.engineers_online(),
                     },
                 )

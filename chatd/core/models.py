@@ -8,6 +8,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+from .waits import Wait, wait_wire
+
 
 class Tier(enum.StrEnum):
     STANDARD = "standard"
@@ -220,7 +222,7 @@ class Session:
         return self.state in OPEN_STATES
 
     def to_wire(
-        self, *, position: int | None = None, estimate: int | None = None
+        self, *, position: int | None = None, estimate: Wait | None = None
     ) -> dict[str, Any]:
         out: dict[str, Any] = {
             "id": self.id,
@@ -242,7 +244,7 @@ class Session:
             out["resolution"] = self.resolution
         if self.state in QUEUED_STATES and position is not None:
             out["position"] = position
-            out["estimated_wait_seconds"] = estimate
+            out.update(wait_wire(estimate))
         if self.ticket is not None:
             out["ticket"] = self.ticket
         return out

@@ -159,6 +159,7 @@ class LiveDesk:
     alert: dict[str, Any] | None = None
     online_capacity: int = 0  # chats available engineers can take at once
     average_handle_seconds: float = 0.0  # the estimate's recent average
+    forecast: dict[str, Any] | None = None  # Desk.forecast(), when asked for
 
     @property
     def queue_length(self) -> int:
@@ -316,6 +317,7 @@ def stats_report(
             "online_capacity": live.online_capacity,
             "average_handle_seconds": round(live.average_handle_seconds, 1),
         },
+        "forecast": live.forecast,
         "sessions_active": wire["sessions_active"],
         "sessions": wire["sessions"],
         "engineers_by_status": wire["engineers_by_status"],

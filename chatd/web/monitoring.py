@@ -142,7 +142,7 @@ class Monitor:
         now = self.clock.now()
         outcomes = await self.store.session_outcomes(now - max(WINDOWS.values()))
         handoffs = await self.store.handoff_counts()
-        live = self.desk.live()
+        live = self.desk.live(forecast=True)
         return stats_report(
             live,
             outcomes,
@@ -246,7 +246,7 @@ def setup_monitoring(app: web.Application, monitor: Monitor) -> None:
         handoff.metrics.subscribe(monitor.metrics.handoffs)
         monitor.metrics.handoffs.backends(handoff.backends)
     monitor.metrics.watch(
-        monitor.desk.live, lambda: _clients(app),
+        lambda: monitor.desk.live(forecast=True), lambda: _clients(app),
         target=monitor.settings.wait_target_seconds,
         warning=monitor.settings.wait_warning_seconds,
     )

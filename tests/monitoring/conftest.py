@@ -20,6 +20,6 @@ def metrics() -> Metrics:
 async def floor(store: SQLiteStore, clock: FakeClock, metrics: Metrics) -> Floor:
     desk = Desk(store, clock, SETTINGS, observer=metrics)
     assert await desk.restore() == []
-    metrics.watch(desk.live, lambda: {"customer": 0, "engineer": 0},
+    metrics.watch(lambda: desk.live(forecast=True), lambda: {"customer": 0, "engineer": 0},
                   target=SETTINGS.wait_target, warning=SETTINGS.wait_warning)
     return Floor(desk, store, clock)

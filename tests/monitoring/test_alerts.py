@@ -30,7 +30,11 @@ async def test_alert_at_the_warning_threshold_at_the_target_and_when_clear(
 ) -> None:
     alex = await floor.engineer("alex", available=False)
     [ann] = await floor.queue(customer("ann"))
-    assert levels(await floor.later(239)) == []
+    # Nobody is there to answer Ann: she is heading past the target from the start.
+    fx = await floor.later(1)
+    [predicted] = to_engineers_room(fx, "queue:alert")
+    assert predicted["level"] == "predicted" and predicted["predicted_wait_seconds"] is None
+    assert levels(await floor.later(238)) == []
 
     fx = await floor.later(1)
     [warning] = to_engineers_room(fx, "queue:alert")
@@ -93,7 +97,8 @@ async def test_alerts_reach_the_observer_once_per_transition(
     await floor.queue(customer("ann"))
     for _ in range(40):
         await floor.later(10)  # 400 s in steps: warning at 240, breach at 300
-    assert [a["level"] for a in recorder.alerts] == ["warning", "breach"]
+    # Predicted first: no engineer is there to answer.
+    assert [a["level"] for a in recorder.alerts] == ["predicted", "warning", "breach"]
 
 
 async def test_waits_carried_over_a_restart_alert_on_the_first_tick(
@@ -109,3 +114,52 @@ async def test_waits_carried_over_a_restart_alert_on_the_first_tick(
     fx = await again.tick()
     [alert] = to_engineers_room(fx, "queue:alert")
     assert alert["level"] == "warning" and alert["oldest_wait_seconds"] == 280
+
+
+async def test_a_predicted_breach_alerts_before_anyone_has_waited_long(
+    floor: Floor, metrics: Metrics
+) -> None:
+    alex = await floor.engineer("alex", capacity=1)
+    ann = await floor.assigned(alex, customer("ann"))
+    # Bob waits for Ann's chat, which has only begun: minutes, past 0.8 x the 300 s target.
+    [bob] = await floor.queue(customer("bob"))
+    fx = await floor.later(1)
+    [alert] = to_engineers_room(fx, "queue:alert")
+    assert alert["level"] == "predicted"
+    assert alert["oldest_wait_seconds"] == 1
+    assert alert["predicted_wait_seconds"] >= 240
+    assert alert["threshold_seconds"] == 240
+    assert floor.desk.snapshot(OBSERVER)["alert"] == alert
+
+    # The elapsed-time warning still comes, and takes over.
+    assert levels(await floor.later(200)) == []
+    assert levels(await floor.later(40)) == ["warning"]
+
+    # Ann's chat ends, Bob is offered and answered: the queue is clear, and so is the
+    # prediction.
+    await floor.desk.end(alex, ann)
+    await floor.desk.accept(alex, bob)
+    assert levels(await floor.later(1)) == ["clear"]
+    assert not floor.desk.alerts.predicting
+    assert metrics.registry.get_sample_value("chatd_queue_alerts_total",
+                                             {"level": "predicted"}) == 1
+
+
+async def test_the_predictive_alert_holds_until_the_prediction_falls_well_below() -> None:
+    from chatd.core.alerts import QueueAlerts
+
+    alerts = QueueAlerts(240, 300, NullObserver())
+    q = [customer_session()]
+    now = q[0].created_at + 10
+    assert alerts.check(now, q, 1, predicted=230.0) is None  # under 0.8 x 300
+    raised = alerts.check(now, q, 1, predicted=250.0)
+    assert raised is not None and raised["level"] == "predicted"
+    assert alerts.check(now, q, 1, predicted=200.0) is None  # between 0.6 and 0.8: holds
+    cleared = alerts.check(now, q, 1, predicted=170.0)
+    assert cleared is not None and cleared["level"] == "clear"
+
+
+def customer_session() -> Any:
+    from chatd.core.models import Session, SessionState
+
+    return Session("s1", SessionState.WAITING, "topic", 3, customer("ann"), 1_800_000_000.0, 1)

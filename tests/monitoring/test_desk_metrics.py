@@ -170,3 +170,23 @@ async def test_no_metric_has_a_per_customer_or_per_session_label(
     values = {v for family in metrics.registry.collect() for s in family.samples
               for v in s.labels.values()}
     assert not values & {sid, "cust-ann", alex.id}
+
+
+async def test_the_staffing_forecast_is_exported_once_it_is_known(
+    floor: Floor, metrics: Metrics
+) -> None:
+    assert metrics.registry.get_sample_value(
+        "chatd_forecast_slots_needed", {"horizon": "now"}) is None
+    for i in range(30):  # a customer every 30 s: 120 an hour
+        await floor.queue(customer(f"c{i}"))
+        floor.clock.advance(30)
+
+    forecast = floor.desk.forecast()
+    assert forecast["now"]["slots"] is not None
+    assert value(metrics, "chatd_forecast_slots_needed", horizon="now") == forecast["now"]["slots"]
+    assert value(metrics, "chatd_forecast_engineers_needed", horizon="now") == (
+        forecast["now"]["engineers"])
+    assert value(metrics, "chatd_forecast_arrivals_per_hour", horizon="now") == (
+        forecast["now"]["arrivals_per_hour"])
+    assert value(metrics, "chatd_forecast_slots_needed", horizon="next_hour") == (
+        forecast["next_hour"]["slots"])

@@ -128,6 +128,10 @@ async def test_stats_report_the_service_level_queue_and_engineers(chatd_factory:
     assert hour["average_handle_seconds"] == 300
     assert s["service_level"]["24h"]["service_level"] == round(1 / 3, 4)
     assert s["target_seconds"] == 300 and s["short_abandon_seconds"] == 30
+    # Four arrivals in ten minutes: too few to forecast from yet, and said so.
+    forecast = s["forecast"]
+    assert forecast["objective"] == 0.9 and forecast["target_seconds"] == 300
+    assert forecast["now"]["slots"] is None and forecast["slots_online"] == 2
 
     assert s["queue"]["length"] == 1 and s["queue"]["oldest_wait_seconds"] == 15
     [item] = s["queue"]["waiting"]

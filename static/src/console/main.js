@@ -27,6 +27,23 @@ function mmss(seconds) {
   return `${m}:${String(s % 60).padStart(2, '0')}`;
 }
 
+// queue:alert levels the bar shows, from the earliest sign to the worst: the desk predicts a
+// wait past the target, a customer has waited past the warning, past the target.
+const ALERT_LEVELS = ['predicted', 'warning', 'breach'];
+
+/** A threshold in words: "5 min", "1 min 30 s", "45 s". */
+function minutes(seconds) {
+  const s = Math.max(0, Math.round(seconds));
+  if (s < 60) return `${s} s`;
+  return s % 60 ? `${Math.floor(s / 60)} min ${s % 60} s` : `${s / 60} min`;
+}
+
+/** A predicted wait, to the minute: "about 7 min" ("about 40 s" under a minute). */
+function approxMinutes(seconds) {
+  const s = Math.max(0, Math.round(seconds));
+  return s < 60 ? `about ${s} s` : `about ${Math.round(s / 60)} min`;
+}
+
 function tierPill(tier) {
   return h('span', { class: `pill pill--tier-${tier || 'standard'}`, text: tier || 'standard' });
 }
@@ -671,11 +688,23 @@ class ConsoleApp {
   }
 
   showAlert(p) {
-    const level = p && (p.level === 'warning' || p.level === 'breach') ? p.level : null;
+    const level = p && ALERT_LEVELS.includes(p.level) ? p.level : null;
     this.alertBar.className = 'alert-bar' + (level ? ' ' + level : '');
-    this.alertBar.textContent = !level ? '' : level === 'breach'
-      ? `The oldest customer has waited over ${Math.round(p.threshold_seconds)} s: the target is missed.`
-      : `The oldest customer has waited over ${Math.round(p.threshold_seconds)} s.`;
+    let text = '';
+    if (level === 'breach') {
+      text = `The oldest customer has waited over ${Math.round(p.threshold_seconds)} s: the target is missed.`;
+    } else if (level === 'warning') {
+      text = `The oldest customer has waited over ${Math.round(p.threshold_seconds)} s.`;
+    } else if (level === 'predicted') {
+      // Nobody has waited long yet; the desk predicts someone will wait past the target
+      // (no figure: customers wait and no engineer is available or expected back).
+      const why = p.predicted_wait_seconds != null
+        ? `longest predicted ${approxMinutes(p.predicted_wait_seconds)}`
+        : 'no engineer available to answer';
+      text = `Heads-up: waits are heading past the ${minutes(p.target_seconds || 300)} target (${why}).`;
+    }
+    // The bar is an alert region: the same text set again would be read out again.
+    if (this.alertBar.textContent !== text) this.alertBar.textContent = text;
     show(this.alertBar, !!level);
   }
 

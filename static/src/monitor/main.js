@@ -14,7 +14,8 @@ const HISTORY_SECONDS = 6 * 3600;
 const OBJECTIVE = 0.9;
 const RANGES = [['15 min', 900], ['1 h', 3600], ['6 h', HISTORY_SECONDS]];
 const SEVERITY = { 1: 'Critical', 2: 'High', 3: 'Medium', 4: 'Low' };
-const LEVEL_TEXT = { warning: 'Warning', breach: 'Target missed', clear: 'Recovered' };
+const LEVEL_TEXT = { predicted: 'Heads-up', warning: 'Warning', breach: 'Target missed', clear: 'Recovered' };
+const HORIZONS = [['now', 'Needed now'], ['next_hour', 'Needed next hour']];
 const COLORS = { queue: '#2450d8', wait: '#6b3fd4', warning: '#d48806', target: '#c0362c' };
 
 function dur(seconds) {
@@ -23,6 +24,20 @@ function dur(seconds) {
   const m = Math.floor(s / 60);
   if (m >= 60) return `${Math.floor(m / 60)}:${String(m % 60).padStart(2, '0')}:${String(s % 60).padStart(2, '0')}`;
   return `${m}:${String(s % 60).padStart(2, '0')}`;
+}
+
+/** Seconds in words, to the minute from a minute up: "5 min", "45 s". */
+function mins(seconds) {
+  const s = Math.max(0, Math.round(seconds));
+  return s < 60 ? `${s} s` : `${Math.round(s / 60)} min`;
+}
+
+/** Why a `predicted` alert was raised: the longest predicted wait, or (no figure) that
+ * customers wait with no engineer available or expected back. */
+function predictedWhy(alert) {
+  return alert.predicted_wait_seconds != null
+    ? `longest predicted ${dur(alert.predicted_wait_seconds)}`
+    : 'no engineer available to answer';
 }
 
 function pct(x) {
@@ -205,6 +220,7 @@ class MonitorApp {
         h('thead', {}, h('tr', {}, heads.map((t) => h('th', { scope: 'col', text: t })))), body));
     const left = h('div', { class: 'stack' },
       panel('Engineers', table(['Engineer', 'Status', 'Load', 'Handled 1 h', 'Handled 24 h', 'Avg handle 24 h'], this.engineersBody, 'Engineers'), { cls: 'panel--engineers' }),
+      this.buildForecast(),
       panel('Waiting customers', table(['#', 'Customer', 'Topic', 'Severity', 'Waited', 'Offered to'], this.queueBody, 'Waiting customers'), { extra: this.queueCount, cls: 'panel--queue' }),
       panel('Chats in progress', table(['Customer', 'Topic', 'Severity', 'Engineer', 'Duration'], this.sessionsBody, 'Chats in progress'), { extra: this.sessionsCount, cls: 'panel--sessions' }));
 
@@ -240,6 +256,19 @@ class MonitorApp {
     const el = h('section', { class: 'kpi', id, 'aria-label': title },
       h('h2', { class: 'kpi__title', text: title }), value, ...extra, sub, more);
     return { el, value, sub, more, fill };
+  }
+
+  // The staffing forecast (/api/stats `forecast`): capacity slots and engineers needed now
+  // and over the next hour for the service-level objective, against those online.
+  buildForecast() {
+    this.forecastBody = h('tbody');
+    this.forecastNote = h('p', { class: 'forecast__note', id: 'forecast-note' });
+    const heads = ['', 'Arrivals / h', 'Slots', 'Engineers', 'Against online'];
+    const table = h('div', { class: 'table-wrap' },
+      h('table', { class: 'table table--forecast', 'aria-label': 'Staffing forecast', 'aria-describedby': 'forecast-note' },
+        h('thead', {}, h('tr', {}, heads.map((t) => h('th', { scope: 'col', text: t })))), this.forecastBody));
+    this.forecastPanel = panel('Staffing forecast', h('div', { id: 'forecast' }, table, this.forecastNote), { cls: 'panel--forecast' });
+    return this.forecastPanel;
   }
 
   buildBannerForm() {
@@ -426,6 +455,7 @@ class MonitorApp {
     this.renderQueue();
     this.renderSessions();
     this.renderHandoffs();
+    this.renderForecast();
     this.renderCharts();
     this.renderAlert();
   }
@@ -457,7 +487,9 @@ class MonitorApp {
     this.alert = level ? p : null;
     this.alertAt = p.at ? Date.parse(p.at) : this.serverNow();
     if (level || was) {
-      this.alertLog.unshift({ ...p, at: p.at || new Date(this.serverNow()).toISOString(), live });
+      // A clear says what it ends: a wait past the warning, or only a prediction.
+      const from = was ? was.level : null;
+      this.alertLog.unshift({ ...p, from, at: p.at || new Date(this.serverNow()).toISOString(), live });
       this.alertLog.length = Math.min(this.alertLog.length, 30);
     }
     this.renderAlert();
@@ -503,6 +535,7 @@ class MonitorApp {
     let head;
     if (level === 'breach') head = `Target missed: a customer has waited over ${dur(target)}`;
     else if (level === 'warning') head = `Warning: a customer has waited over ${dur(warning)}`;
+    else if (level === 'predicted') head = `Heads-up: waits are heading past the ${dur(target)} target (${predictedWhy(this.alert)})`;
     else if (level === 'ok') head = 'Every waiting customer is within the warning threshold';
     else head = 'No customers waiting';
     if (this.alertHead.textContent !== head) this.alertHead.textContent = head;
@@ -514,7 +547,7 @@ class MonitorApp {
     if (this.alert && this.alert.at) parts.push(`since ${clock(Date.parse(this.alert.at))}`);
     this.alertDetail.textContent = parts.join(' · ');
     const n = this.queueLength ? `(${this.queueLength}) ` : '';
-    const flag = level === 'breach' ? 'Target missed · ' : level === 'warning' ? 'Warning · ' : '';
+    const flag = level in LEVEL_TEXT ? `${LEVEL_TEXT[level]} · ` : '';
     document.title = `${n}${flag}chatd monitor`;
   }
 
@@ -525,9 +558,17 @@ class MonitorApp {
       return;
     }
     for (const a of this.alertLog) {
-      const detail = a.level === 'clear'
-        ? 'the oldest wait is back under the warning threshold'
-        : `oldest wait ${dur(a.oldest_wait_seconds)} (threshold ${dur(a.threshold_seconds)}), ${plural(a.queue_length || 0, 'waiting', 'waiting')}`;
+      const waiting = plural(a.queue_length || 0, 'waiting', 'waiting');
+      let detail;
+      if (a.level === 'clear') {
+        detail = a.from === 'predicted'
+          ? 'the predicted waits are back within the target'
+          : 'the oldest wait is back under the warning threshold';
+      } else if (a.level === 'predicted') {
+        detail = `${predictedWhy(a)} (raised at ${dur(a.threshold_seconds)}), oldest wait ${dur(a.oldest_wait_seconds)}, ${waiting}`;
+      } else {
+        detail = `oldest wait ${dur(a.oldest_wait_seconds)} (threshold ${dur(a.threshold_seconds)}), ${waiting}`;
+      }
       this.alertList.append(h('li', { class: `alerts__item alerts__item--${a.level}`, dataset: { level: a.level } },
         h('span', { class: 'alerts__time', text: clock(Date.parse(a.at)) }),
         h('span', { class: `pill pill--${a.level}`, text: LEVEL_TEXT[a.level] || a.level }),
@@ -668,6 +709,46 @@ class MonitorApp {
       item('Pending', ho.pending, ho.pending ? 'warning' : 'ok'),
       item('Failed', ho.failed, ho.failed ? 'breach' : 'ok'),
       item('Delivered', ho.delivered, 'ok'));
+  }
+
+  renderForecast() {
+    const f = this.stats.forecast;
+    show(this.forecastPanel, !!f); // a server without the forecast
+    if (!f) return;
+    clear(this.forecastBody);
+    const num = (v) => h('td', { class: 'num', text: v == null ? '–' : String(v) });
+    const perHour = (v) => (v == null ? null : v >= 10 ? Math.round(v) : Math.round(v * 10) / 10);
+    for (const [key, label] of HORIZONS) {
+      const part = f[key] || {};
+      const row = h('tr', { dataset: { horizon: key } }, h('th', { scope: 'row', text: label }));
+      if (part.arrivals_per_hour == null) {
+        row.dataset.level = 'none';
+        row.append(h('td', { colSpan: 4, class: 'muted', text: 'not enough data yet' }));
+      } else {
+        const { text, level } = this.staffingGap(part.slots, f);
+        row.dataset.level = level;
+        row.append(num(perHour(part.arrivals_per_hour)), num(part.slots), num(part.engineers),
+          h('td', { class: 'gap' }, h('span', { class: `pill pill--gap-${level}`, text })));
+      }
+      this.forecastBody.append(row);
+    }
+    this.forecastBody.append(h('tr', { dataset: { horizon: 'online' } },
+      h('th', { scope: 'row', text: 'Online' }), num(null), num(f.slots_online), num(f.engineers_online), h('td')));
+    const model = f.model === 'erlang_a' && f.patience_seconds != null
+      ? `Erlang A with patience ~${mins(f.patience_seconds)}`
+      : 'Erlang C (no customer has given up lately)';
+    const objective = `${Math.round((f.objective || 0) * 1000) / 10}%`;
+    this.forecastNote.textContent = `${objective} within ${mins(f.target_seconds)}, ${model}; `
+      + `handle time ~${mins(f.handle_seconds)}; engineers at ${plural(f.default_capacity || 1, 'chat', 'chats')} each.`;
+  }
+
+  /** Needed slots against those online, in words (the colour only repeats it). */
+  staffingGap(slots, f) {
+    if (slots == null) return { text: 'beyond what the model computes', level: 'short' };
+    const short = slots - (f.slots_online || 0);
+    if (short <= 0) return { text: short < 0 ? `enough (${-short} spare)` : 'enough', level: 'ok' };
+    const engineers = Math.ceil(short / (f.default_capacity || 1));
+    return { text: `${plural(short, 'slot', 'slots')} short (~${plural(engineers, 'engineer', 'engineers')})`, level: 'short' };
   }
 
   setRange(seconds) {

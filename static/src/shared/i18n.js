@@ -29,7 +29,10 @@ export const STRINGS = {
     badEmail: 'Please enter a valid email address.',
     position: (n) => (n === 1 ? 'You are next in the queue' : `You are number ${n} in the queue`),
     estimate: (s) => `Estimated wait: ${duration(s, 'en')}`,
+    estimateRange: (range) => `Estimated wait: ${range}`,
     noEstimate: 'Waiting for an engineer to become available.',
+    // Position and wait, read out together (the wait as spoken words, not "3–7 min").
+    queueStatus: (position, wait) => `${position}. ${wait}`,
     waiting: 'Waiting for an engineer',
     nobodyOnline: 'No engineer is online right now. You can keep waiting, or leave a ticket and we will answer by email.',
     leaveTicket: 'Leave a ticket',
@@ -119,7 +122,9 @@ export const STRINGS = {
     badEmail: '有効なメールアドレスを入力してください。',
     position: (n) => (n === 1 ? '次にご案内します' : `待ち順: ${n} 番目`),
     estimate: (s) => `推定待ち時間: ${duration(s, 'ja')}`,
+    estimateRange: (range) => `推定待ち時間: ${range}`,
     noEstimate: '対応可能なエンジニアをお待ちください。',
+    queueStatus: (position, wait) => `${position}。${wait}`,
     waiting: 'エンジニアを待っています',
     nobodyOnline: '現在オンラインのエンジニアがいません。このままお待ちいただくか、チケットを残していただければメールで回答します。',
     leaveTicket: 'チケットを残す',
@@ -205,6 +210,49 @@ export function duration(seconds, lang) {
   const m = Math.round(s / 60);
   if (m < 60) return `about ${m} min`;
   return `about ${Math.floor(m / 60)} h ${m % 60} min`;
+}
+
+// The predicted wait as a range of whole minutes (the server's low and high bound, which
+// hold about 80% of real waits). Rounded outward, the low bound down and the high bound
+// up, so that the minutes shown hold at least what the server's seconds do. `spoken` is
+// for screen readers: words instead of "3–7 min".
+const RANGE_TEXT = {
+  en: {
+    underMinute: () => 'less than a minute',
+    upTo: (n, spoken) => (spoken ? `up to ${n} ${n === 1 ? 'minute' : 'minutes'}` : `up to ${n} min`),
+    about: (n, spoken) => (spoken ? `about ${n} ${n === 1 ? 'minute' : 'minutes'}` : `about ${n} min`),
+    between: (lo, hi, spoken) => (spoken ? `about ${lo} to ${hi} minutes` : `about ${lo}–${hi} min`),
+  },
+  ja: {
+    underMinute: () => '1分以内',
+    upTo: (n) => `最大${n}分`,
+    about: (n) => `約${n}分`,
+    between: (lo, hi, spoken) => (spoken ? `約${lo}分から${hi}分` : `約${lo}〜${hi}分`),
+  },
+};
+
+export function waitRange(low, high, lang, spoken = false) {
+  const r = RANGE_TEXT[lang] || RANGE_TEXT.en;
+  const lowS = Math.max(0, Math.min(low, high));
+  const highS = Math.max(0, low, high);
+  if (highS < 60) return r.underMinute(spoken);
+  const hi = Math.ceil(highS / 60);
+  if (lowS < 60) return r.upTo(hi, spoken);
+  const lo = Math.floor(lowS / 60);
+  return lo === hi ? r.about(hi, spoken) : r.between(lo, hi, spoken);
+}
+
+// What a waiting customer is told of their wait, from a session or a queue:position: the
+// range when the server sends one, the single estimate from a server that does not, or
+// that nobody can say yet (no engineer available).
+export function waitText(s, lang, spoken = false) {
+  const t = STRINGS[lang] || STRINGS.en;
+  const low = s && s.estimated_wait_low_seconds;
+  const high = s && s.estimated_wait_high_seconds;
+  if (Number.isFinite(low) && Number.isFinite(high)) return t.estimateRange(waitRange(low, high, lang, spoken));
+  const single = s && s.estimated_wait_seconds;
+  if (Number.isFinite(single)) return t.estimate(single);
+  return t.noEstimate;
 }
 
 export function clockTime(iso, lang) {

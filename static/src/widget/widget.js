@@ -3,7 +3,7 @@
 // network loses nothing (SPEC §3, §4).
 import { io } from 'socket.io-client';
 import { h, clear, show, uid, clientMsgId, icon, ICON_CLIP } from '../shared/dom.js';
-import { STRINGS, pickLanguage } from '../shared/i18n.js';
+import { STRINGS, pickLanguage, waitText } from '../shared/i18n.js';
 import { formatBytes } from '../shared/text.js';
 import { ThreadView } from '../shared/thread.js';
 import {
@@ -423,6 +423,10 @@ export class Widget {
     return this.session ? 'chat' : 'start';
   }
 
+  isQueued() {
+    return !!this.session && (this.session.state === 'waiting' || this.session.state === 'offered');
+  }
+
   isEnded() {
     return !!this.session && (this.session.state === 'ended' || this.session.state === 'abandoned');
   }
@@ -470,9 +474,7 @@ export class Widget {
     const s = this.session;
     const q = this.queueParts;
     q.pos.firstChild.textContent = s.position ? t.position(s.position) : t.waiting;
-    q.eta.textContent = s.estimated_wait_seconds != null
-      ? t.estimate(s.estimated_wait_seconds)
-      : t.noEstimate;
+    q.eta.textContent = waitText(s, this.lang);
     show(q.offline, this.engineersOnline === 0);
     show(q.ticket, this.engineersOnline === 0);
   }
@@ -942,7 +944,8 @@ export class Widget {
       this.firstInput.value = '';
       this.topicInput.value = '';
       await this.resume();
-      this.announce(res.session.position ? t.position(res.session.position) : t.waiting);
+      // Answered meanwhile (the session is active): onAssigned has said so.
+      if (this.isQueued()) this.announce(this.queueStatus());
       this.composerInput.focus();
     } finally {
       this.startBtn.disabled = false;
@@ -994,11 +997,30 @@ export class Widget {
 
   onPosition(p) {
     if (!this.session || p.session_id !== this.session.id) return;
-    const before = this.session.position;
+    const before = this.session;
     this.engineersOnline = p.engineers_online;
-    this.session = { ...this.session, position: p.position, estimated_wait_seconds: p.estimated_wait_seconds };
+    this.session = {
+      ...this.session,
+      position: p.position,
+      estimated_wait_seconds: p.estimated_wait_seconds,
+      estimated_wait_low_seconds: p.estimated_wait_low_seconds,
+      estimated_wait_high_seconds: p.estimated_wait_high_seconds,
+    };
     if (this.currentView() === 'chat' && !this.isEnded()) this.renderQueue();
-    if (before !== p.position) this.announce(this.t.position(p.position));
+    // Read out a new place in the queue, or a wait that became known or unknown; not every
+    // small move of the estimate, which would talk over the chat.
+    const known = (s) => s.estimated_wait_seconds != null;
+    if (before.position !== p.position || known(before) !== known(this.session)) {
+      this.announce(this.queueStatus());
+    }
+  }
+
+  /** Place in the queue and the wait, as a screen reader says them. */
+  queueStatus() {
+    const t = this.t;
+    const s = this.session;
+    const position = s.position ? t.position(s.position) : t.waiting;
+    return t.queueStatus(position, waitText(s, this.lang, true));
   }
 
   onAssigned(p) {
