@@ -1,5 +1,5 @@
 """The command line: ``chatd serve``, ``chatd engineer add|list|disable|enable|remove-demo``,
-``chatd handoff list|show|retry``."""
+``chatd handoff list|show|retry``, ``chatd simulate``."""
 
 from __future__ import annotations
 
@@ -64,11 +64,18 @@ def _parser() -> argparse.ArgumentParser:
     from .handoff import cli as handoff_cli
 
     handoff_cli.add_parser(sub)
+    from .sim import cli as sim_cli
+
+    sim_cli.add_parser(sub)
     return p
 
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    if args.command == "simulate":  # no settings: a simulated desk is its own
+        from .sim import cli as sim_cli
+
+        return sim_cli.run(args)
     config = getattr(args, "serve_config", None) or args.config
     overrides: dict[str, Any] = {}
     if args.command == "serve":
