@@ -28,7 +28,9 @@ class Server:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.env = {
-            **os.environ,
+            # The test run's own CHATD_* knobs (CHATD_TEST_SKIP_RT, CHATD_CRASH_STORM_*)
+            # are not chatd settings: a chatd given them refuses to start.
+            **{k: v for k, v in os.environ.items() if not k.startswith("CHATD_")},
             "CHATD_DATABASE_URL": f"sqlite:///{tmp / 'chatd.db'}",
             "CHATD_UPLOAD_DIR": str(tmp / "uploads"),
             "CHATD_WIDGET_SECRET": WIDGET_SECRET,

@@ -15,7 +15,8 @@ from tests.handoff.test_worker import ended_session
 
 
 def chatd(db: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "CHATD_DATABASE_URL": f"sqlite:///{db}"}
+    env = {**{k: v for k, v in os.environ.items() if not k.startswith("CHATD_")},
+           "CHATD_DATABASE_URL": f"sqlite:///{db}"}
     return subprocess.run([sys.executable, "-m", "chatd", "handoff", *args], env=env,
                           capture_output=True, text=True, timeout=60)
 
