@@ -10,7 +10,7 @@ from urllib.parse import urlsplit
 from aiohttp import web
 from aiohttp.typedefs import Middleware
 
-from .config import Settings
+from .config import Settings, derive
 from .core.clock import Clock, SystemClock
 from .core.desk import Desk, DeskSettings
 from .core.ports import Store
@@ -35,19 +35,9 @@ log = logging.getLogger(__name__)
 
 
 def desk_settings(settings: Settings) -> DeskSettings:
-    return DeskSettings(
-        offer_timeout=settings.offer_timeout,
-        grace=settings.grace_seconds,
-        wait_target=settings.wait_target_seconds,
-        wait_warning=settings.wait_warning_seconds,
-        wait_objective=settings.wait_objective,
-        default_capacity=settings.default_capacity,
-        max_capacity=settings.max_capacity,
-        default_handle_seconds=settings.default_handle_seconds,
-        handoff_backends=settings.handoff_backends,
-        chat_max_messages=settings.chat_max_messages,
-        resume_token_ttl=settings.resume_token_ttl_seconds,
-    )
+    """The desk's settings, as declared in ``Settings`` (``desk=`` names the field)."""
+    desk: DeskSettings = derive(settings, DeskSettings)
+    return desk
 
 
 def origin_checker(settings: Settings) -> Any:

@@ -3,6 +3,11 @@
 Every setting has one name: ``offer_timeout`` in the TOML file is ``CHATD_OFFER_TIMEOUT`` in
 the environment, which wins. Values are validated at start; every bad value is reported
 with its name, and nothing starts. The table of settings is docs/configuration.md.
+
+Each setting is declared once, in ``Settings``: its type, its default, its parser (with its
+bounds) and, for the desk's, the ``DeskSettings`` field it feeds. The parsers, the secrets,
+the desk's and the transport's settings are derived from that declaration, and a test
+(tests/test_settings_declared_once.py) fails when docs/configuration.md disagrees with it.
 """
 
 from __future__ import annotations
@@ -23,10 +28,6 @@ MiB = 1024 * 1024
 UPLOAD_KINDS = ("png", "jpeg", "gif", "webp", "text", "gzip", "zip", "pdf")
 
 
-# Never printed: masked in Settings.public() and in configuration errors.
-# A Slack-style incoming webhook URL is itself a credential.
-SECRETS = ("widget_secret", "handoff_webhook_secret", "handoff_rt_token", "handoff_rt_password",
-           "metrics_token", "alert_webhook_url")
 HANDOFF_BACKENDS = ("file", "webhook", "rt")
 
 
@@ -34,92 +35,6 @@ class ConfigError(ValueError):
     def __init__(self, problems: list[str]) -> None:
         super().__init__("invalid configuration:\n  " + "\n  ".join(problems))
         self.problems = problems
-
-
-@dataclass(frozen=True)
-class Settings:
-    host: str = "127.0.0.1"
-    port: int = 8080
-    database_url: str = "sqlite:///var/chatd.db"
-    upload_dir: str = "uploads"
-    widget_secret: str = field(default="", repr=False)
-    allow_guests: bool = False
-    allowed_origins: tuple[str, ...] = ()
-    public_url: str = ""
-    trusted_proxies: tuple[str, ...] = ()
-    offer_timeout: float = 30.0
-    grace_seconds: float = 60.0
-    wait_target_seconds: float = 300.0
-    wait_warning_seconds: float = 240.0
-    wait_objective: float = 0.9
-    default_capacity: int = 3
-    max_capacity: int = 20
-    default_handle_seconds: float = 600.0
-    token_ttl_seconds: float = 12 * 3600.0
-    message_rate: float = 5.0
-    message_burst: int = 20
-    connect_rate: float = 2.0
-    connect_burst: int = 30
-    max_event_bytes: int = 64 * 1024
-    # Bounds on what one client can hold or send (docs/security.md).
-    event_rate: float = 20.0  # every event, per connection
-    event_burst: int = 60
-    send_queue_max_bytes: int = 1 * MiB  # queued for a client that does not read
-    connections_per_address: int = 100
-    handshake_rate: float = 5.0  # Engine.IO handshakes per client address
-    handshake_burst: int = 20
-    join_timeout_seconds: float = 10.0  # handshake to namespace connect
-    # Server-wide budgets for the dearest work a crowd of addresses can ask for.
-    handshake_rate_total: float = 200.0  # new Engine.IO sessions a second, all addresses
-    history_rate_total: float = 100.0  # pages of history a second, all connections
-    chat_max_messages: int = 5000
-    resume_token_ttl_seconds: float = 86_400.0  # after the chat closes
-    login_backoff_after: int = 5  # failed logins of one account before it backs off
-    login_backoff_max_seconds: float = 900.0
-    limiter_max_keys: int = 100_000
-    password_hash_workers: int = 2
-    log_level: str = "info"
-    log_format: str = "text"
-    demo: bool = False
-    upload_max_bytes: int = 25 * MiB
-    upload_session_max_count: int = 50
-    upload_session_max_bytes: int = 200 * MiB
-    upload_rate: float = 0.2
-    upload_burst: int = 10
-    upload_types: tuple[str, ...] = UPLOAD_KINDS
-    upload_concurrent_per_session: int = 2
-    upload_concurrent_per_customer: int = 4
-    upload_concurrent_per_address: int = 16
-    upload_idle_timeout_seconds: float = 30.0
-    upload_total_timeout_seconds: float = 600.0
-    upload_min_free_bytes: int = 1024 * MiB
-    # Handoff to ticketing backends (docs/handoff.md).
-    handoff_backends: tuple[str, ...] = ("file",)
-    handoff_file_dir: str = ""  # empty: a "handoff" folder beside the SQLite database
-    handoff_webhook_url: str = ""
-    handoff_webhook_secret: str = field(default="", repr=False)
-    handoff_rt_url: str = ""
-    handoff_rt_queue: str = "General"
-    handoff_rt_token: str = field(default="", repr=False)
-    handoff_rt_user: str = ""
-    handoff_rt_password: str = field(default="", repr=False)
-    handoff_rt_custom_field: str = ""
-    handoff_rt_attachment_budget: int = 5 * MiB
-    handoff_retry_base_seconds: float = 10.0
-    handoff_retry_max_seconds: float = 3600.0
-    handoff_retry_horizon_seconds: float = 86_400.0
-    handoff_attempt_timeout_seconds: float = 30.0
-    # Monitoring (docs/monitoring.md).
-    metrics_token: str = field(default="", repr=False)  # empty: /metrics answers loopback only
-    alert_webhook_url: str = field(default="", repr=False)  # empty: no alert webhook
-
-    def public(self) -> dict[str, Any]:
-        """Settings safe to print: secrets are masked."""
-        out = dataclasses.asdict(self)
-        out["widget_secret"] = "***" if self.widget_secret else ""
-        for key in SECRETS:
-            out[key] = "***" if out[key] else ""
-        return out
 
 
 def _as_bool(v: Any) -> bool:
@@ -133,7 +48,31 @@ def _as_bool(v: Any) -> bool:
     raise ValueError("must be true or false")
 
 
-def _as_int(lo: int, hi: int) -> Callable[[Any], int]:
+@dataclass(frozen=True)
+class Bounded:
+    """A numeric parser with its bounds, which docs/configuration.md states too (a test
+    compares them): ``kind`` is "integer", "number" or "size"."""
+
+    parse: Callable[[Any], Any]
+    low: float
+    high: float
+    kind: str
+
+    def __call__(self, v: Any) -> Any:
+        return self.parse(v)
+
+
+def setting(default: Any, parse: Callable[[Any], Any], *, desk: str | None = None,
+            secret: bool = False) -> Any:
+    """Declare a setting: its default and its parser (with its bounds); ``desk`` names the
+    field of ``DeskSettings`` it feeds; a ``secret`` is never printed."""
+    meta: dict[str, Any] = {"parse": parse, "secret": secret}
+    if desk is not None:
+        meta["desk"] = desk
+    return field(default=default, repr=not secret, metadata=meta)
+
+
+def _as_int(lo: int, hi: int) -> Bounded:
     def parse(v: Any) -> int:
         if isinstance(v, bool):
             raise ValueError("must be a whole number")
@@ -145,10 +84,10 @@ def _as_int(lo: int, hi: int) -> Callable[[Any], int]:
             raise ValueError(f"must be between {lo} and {hi}")
         return n
 
-    return parse
+    return Bounded(parse, lo, hi, "integer")
 
 
-def _as_float(lo: float, hi: float) -> Callable[[Any], float]:
+def _as_float(lo: float, hi: float) -> Bounded:
     def parse(v: Any) -> float:
         if isinstance(v, bool):
             raise ValueError("must be a number")
@@ -160,7 +99,7 @@ def _as_float(lo: float, hi: float) -> Callable[[Any], float]:
             raise ValueError(f"must be between {lo:g} and {hi:g}")
         return n
 
-    return parse
+    return Bounded(parse, lo, hi, "number")
 
 
 def _as_origins(v: Any) -> tuple[str, ...]:
@@ -208,7 +147,7 @@ def _as_str(v: Any) -> str:
     return str(v)
 
 
-def _as_size(lo: int, hi: int) -> Callable[[Any], int]:
+def _as_size(lo: int, hi: int) -> Bounded:
     """Bytes, as a whole number or with a binary unit: 25MiB, 512KiB, 1GiB (K, M, G too)."""
     units = {"": 1, "k": 1024, "kib": 1024, "m": MiB, "mib": MiB, "g": 1024 * MiB,
              "gib": 1024 * MiB}
@@ -226,7 +165,7 @@ def _as_size(lo: int, hi: int) -> Callable[[Any], int]:
             raise ValueError(f"must be between {lo} and {hi} bytes")
         return n
 
-    return parse
+    return Bounded(parse, lo, hi, "size")
 
 
 def _as_upload_kinds(v: Any) -> tuple[str, ...]:
@@ -284,78 +223,127 @@ def _as_db_url(v: Any) -> str:
     return s
 
 
+@dataclass(frozen=True)
+class Settings:
+    host: str = setting("127.0.0.1", _as_str)
+    port: int = setting(8080, _as_int(0, 65535))
+    database_url: str = setting("sqlite:///var/chatd.db", _as_db_url)
+    upload_dir: str = setting("uploads", _as_str)
+    widget_secret: str = setting("", _as_str, secret=True)
+    allow_guests: bool = setting(False, _as_bool)
+    allowed_origins: tuple[str, ...] = setting((), _as_origins)
+    public_url: str = setting("", _as_str)
+    trusted_proxies: tuple[str, ...] = setting((), _as_networks)
+    offer_timeout: float = setting(30.0, _as_float(1, 3600), desk="offer_timeout")
+    grace_seconds: float = setting(60.0, _as_float(0, 86400), desk="grace")
+    wait_target_seconds: float = setting(300.0, _as_float(1, 86400), desk="wait_target")
+    wait_warning_seconds: float = setting(240.0, _as_float(1, 86400), desk="wait_warning")
+    wait_objective: float = setting(0.9, _as_float(0.01, 0.999), desk="wait_objective")
+    default_capacity: int = setting(3, _as_int(1, 100), desk="default_capacity")
+    max_capacity: int = setting(20, _as_int(1, 100), desk="max_capacity")
+    default_handle_seconds: float = setting(
+        600.0, _as_float(1, 86400), desk="default_handle_seconds"
+    )
+    token_ttl_seconds: float = setting(12 * 3600.0, _as_float(60, 90 * 86400))
+    message_rate: float = setting(5.0, _as_float(0.1, 10000))
+    message_burst: int = setting(20, _as_int(1, 100000))
+    connect_rate: float = setting(2.0, _as_float(0.1, 10000))
+    connect_burst: int = setting(30, _as_int(1, 100000))
+    max_event_bytes: int = setting(64 * 1024, _as_int(1024, 16 * 1024 * 1024))
+    # Bounds on what one client can hold or send (docs/security.md).
+    event_rate: float = setting(20.0, _as_float(0.1, 10000))  # every event, per connection
+    event_burst: int = setting(60, _as_int(1, 100000))
+    # queued for a client that does not read:
+    send_queue_max_bytes: int = setting(1 * MiB, _as_size(64 * 1024, 1024 * MiB))
+    connections_per_address: int = setting(100, _as_int(1, 1_000_000))
+    # Engine.IO handshakes per client address:
+    handshake_rate: float = setting(5.0, _as_float(0.1, 10000))
+    handshake_burst: int = setting(20, _as_int(1, 100000))
+    # handshake to namespace connect:
+    join_timeout_seconds: float = setting(10.0, _as_float(0.5, 3600))
+    # Server-wide budgets for the dearest work a crowd of addresses can ask for.
+    # new Engine.IO sessions a second, all addresses:
+    handshake_rate_total: float = setting(200.0, _as_float(1, 1_000_000))
+    # pages of history a second, all connections:
+    history_rate_total: float = setting(100.0, _as_float(1, 1_000_000))
+    chat_max_messages: int = setting(5000, _as_int(10, 10_000_000), desk="chat_max_messages")
+    # after the chat closes:
+    resume_token_ttl_seconds: float = setting(
+        86_400.0, _as_float(0, 365 * 86400), desk="resume_token_ttl"
+    )
+    # failed logins of one account before it backs off:
+    login_backoff_after: int = setting(5, _as_int(1, 1000))
+    login_backoff_max_seconds: float = setting(900.0, _as_float(1, 86400))
+    limiter_max_keys: int = setting(100_000, _as_int(100, 10_000_000))
+    password_hash_workers: int = setting(2, _as_int(1, 64))
+    log_level: str = setting("info", _as_choice("debug", "info", "warning", "error"))
+    log_format: str = setting("text", _as_choice("text", "json"))
+    demo: bool = setting(False, _as_bool)
+    upload_max_bytes: int = setting(25 * MiB, _as_size(1, 64 * 1024 * MiB))
+    upload_session_max_count: int = setting(50, _as_int(1, 100_000))
+    upload_session_max_bytes: int = setting(200 * MiB, _as_size(1, 1024 * 1024 * MiB))
+    upload_rate: float = setting(0.2, _as_float(0.001, 10000))
+    upload_burst: int = setting(10, _as_int(1, 100000))
+    upload_types: tuple[str, ...] = setting(UPLOAD_KINDS, _as_upload_kinds)
+    upload_concurrent_per_session: int = setting(2, _as_int(1, 1000))
+    upload_concurrent_per_customer: int = setting(4, _as_int(1, 1000))
+    upload_concurrent_per_address: int = setting(16, _as_int(1, 100_000))
+    upload_idle_timeout_seconds: float = setting(30.0, _as_float(1, 3600))
+    upload_total_timeout_seconds: float = setting(600.0, _as_float(1, 86400))
+    upload_min_free_bytes: int = setting(1024 * MiB, _as_size(0, 1024 * 1024 * MiB))
+    # Handoff to ticketing backends (docs/handoff.md).
+    handoff_backends: tuple[str, ...] = setting(("file",), _as_backends, desk="handoff_backends")
+    # empty: a "handoff" folder beside the SQLite database
+    handoff_file_dir: str = setting("", _as_str)
+    handoff_webhook_url: str = setting("", _as_http_url)
+    handoff_webhook_secret: str = setting("", _as_webhook_secret, secret=True)
+    handoff_rt_url: str = setting("", _as_http_url)
+    handoff_rt_queue: str = setting("General", _as_str)
+    handoff_rt_token: str = setting("", _as_str, secret=True)
+    handoff_rt_user: str = setting("", _as_str)
+    handoff_rt_password: str = setting("", _as_str, secret=True)
+    handoff_rt_custom_field: str = setting("", _as_str)
+    handoff_rt_attachment_budget: int = setting(5 * MiB, _as_size(0, 1024 * MiB))
+    handoff_retry_base_seconds: float = setting(10.0, _as_float(0.01, 86400))
+    handoff_retry_max_seconds: float = setting(3600.0, _as_float(0.01, 7 * 86400))
+    handoff_retry_horizon_seconds: float = setting(86_400.0, _as_float(1, 90 * 86400))
+    handoff_attempt_timeout_seconds: float = setting(30.0, _as_float(0.1, 3600))
+    # Monitoring (docs/monitoring.md).
+    metrics_token: str = setting("", _as_str, secret=True)  # empty: /metrics answers loopback only
+    alert_webhook_url: str = setting("", _as_http_url, secret=True)  # empty: no alert webhook
+
+    def public(self) -> dict[str, Any]:
+        """Settings safe to print: secrets are masked."""
+        out = dataclasses.asdict(self)
+        out["widget_secret"] = "***" if self.widget_secret else ""
+        for key in SECRETS:
+            out[key] = "***" if out[key] else ""
+        return out
+
+
+
+
+# Derived from the declaration above: the parser of each setting, and the secrets (never
+# printed: masked in Settings.public() and in configuration errors; a Slack-style incoming
+# webhook URL is itself a credential).
 _PARSERS: dict[str, Callable[[Any], Any]] = {
-    "host": _as_str,
-    "port": _as_int(0, 65535),
-    "database_url": _as_db_url,
-    "upload_dir": _as_str,
-    "widget_secret": _as_str,
-    "allow_guests": _as_bool,
-    "allowed_origins": _as_origins,
-    "public_url": _as_str,
-    "trusted_proxies": _as_networks,
-    "offer_timeout": _as_float(1, 3600),
-    "grace_seconds": _as_float(0, 86400),
-    "wait_target_seconds": _as_float(1, 86400),
-    "wait_warning_seconds": _as_float(1, 86400),
-    "wait_objective": _as_float(0.01, 0.999),
-    "default_capacity": _as_int(1, 100),
-    "max_capacity": _as_int(1, 100),
-    "default_handle_seconds": _as_float(1, 86400),
-    "token_ttl_seconds": _as_float(60, 90 * 86400),
-    "message_rate": _as_float(0.1, 10000),
-    "message_burst": _as_int(1, 100000),
-    "connect_rate": _as_float(0.1, 10000),
-    "connect_burst": _as_int(1, 100000),
-    "max_event_bytes": _as_int(1024, 16 * 1024 * 1024),
-    "event_rate": _as_float(0.1, 10000),
-    "event_burst": _as_int(1, 100000),
-    "send_queue_max_bytes": _as_size(64 * 1024, 1024 * MiB),
-    "connections_per_address": _as_int(1, 1_000_000),
-    "handshake_rate": _as_float(0.1, 10000),
-    "handshake_burst": _as_int(1, 100000),
-    "join_timeout_seconds": _as_float(0.5, 3600),
-    "handshake_rate_total": _as_float(1, 1_000_000),
-    "history_rate_total": _as_float(1, 1_000_000),
-    "chat_max_messages": _as_int(10, 10_000_000),
-    "resume_token_ttl_seconds": _as_float(0, 365 * 86400),
-    "login_backoff_after": _as_int(1, 1000),
-    "login_backoff_max_seconds": _as_float(1, 86400),
-    "limiter_max_keys": _as_int(100, 10_000_000),
-    "password_hash_workers": _as_int(1, 64),
-    "log_level": _as_choice("debug", "info", "warning", "error"),
-    "log_format": _as_choice("text", "json"),
-    "demo": _as_bool,
-    "upload_max_bytes": _as_size(1, 64 * 1024 * MiB),
-    "upload_session_max_count": _as_int(1, 100_000),
-    "upload_session_max_bytes": _as_size(1, 1024 * 1024 * MiB),
-    "upload_rate": _as_float(0.001, 10000),
-    "upload_burst": _as_int(1, 100000),
-    "upload_types": _as_upload_kinds,
-    "upload_concurrent_per_session": _as_int(1, 1000),
-    "upload_concurrent_per_customer": _as_int(1, 1000),
-    "upload_concurrent_per_address": _as_int(1, 100_000),
-    "upload_idle_timeout_seconds": _as_float(1, 3600),
-    "upload_total_timeout_seconds": _as_float(1, 86400),
-    "upload_min_free_bytes": _as_size(0, 1024 * 1024 * MiB),
-    "handoff_backends": _as_backends,
-    "handoff_file_dir": _as_str,
-    "handoff_webhook_url": _as_http_url,
-    "handoff_webhook_secret": _as_webhook_secret,
-    "handoff_rt_url": _as_http_url,
-    "handoff_rt_queue": _as_str,
-    "handoff_rt_token": _as_str,
-    "handoff_rt_user": _as_str,
-    "handoff_rt_password": _as_str,
-    "handoff_rt_custom_field": _as_str,
-    "handoff_rt_attachment_budget": _as_size(0, 1024 * MiB),
-    "handoff_retry_base_seconds": _as_float(0.01, 86400),
-    "handoff_retry_max_seconds": _as_float(0.01, 7 * 86400),
-    "handoff_retry_horizon_seconds": _as_float(1, 90 * 86400),
-    "handoff_attempt_timeout_seconds": _as_float(0.1, 3600),
-    "metrics_token": _as_str,
-    "alert_webhook_url": _as_http_url,
+    f.name: f.metadata["parse"] for f in dataclasses.fields(Settings)
 }
+SECRETS = tuple(f.name for f in dataclasses.fields(Settings) if f.metadata["secret"])
+
+
+def derive(settings: Settings, cls: type[Any], **extra: Any) -> Any:
+    """An instance of the dataclass ``cls`` from ``settings``: each of its fields from the
+    setting of the same name, or, for ``DeskSettings``, from the setting declared with
+    ``desk=<field>``; ``extra`` overrides. The settings are declared once, in
+    ``Settings``."""
+    names = {f.name for f in dataclasses.fields(cls)}
+    values: dict[str, Any] = {}
+    for f in dataclasses.fields(Settings):
+        target = f.metadata.get("desk") if cls.__name__ == "DeskSettings" else f.name
+        if target in names:
+            values[target] = getattr(settings, f.name)
+    return cls(**{**values, **extra})
 
 
 def load_settings(

@@ -25,7 +25,7 @@ import msgspec
 import socketio
 from aiohttp import WSCloseCode, WSMsgType, web
 
-from ..config import Settings
+from ..config import Settings, derive
 from ..core.clock import Clock
 from ..core.ratelimit import KeyedLimiter, TokenBucket, retry_after_seconds
 from .http import address_key
@@ -59,17 +59,8 @@ class TransportLimits:
 
     @classmethod
     def from_settings(cls, settings: Settings) -> TransportLimits:
-        return cls(
-            max_event_bytes=settings.max_event_bytes,
-            send_queue_max_bytes=settings.send_queue_max_bytes,
-            connections_per_address=settings.connections_per_address,
-            handshake_rate=settings.handshake_rate,
-            handshake_burst=settings.handshake_burst,
-            join_timeout_seconds=settings.join_timeout_seconds,
-            limiter_max_keys=settings.limiter_max_keys,
-            event_rate=settings.event_rate,
-            event_burst=settings.event_burst,
-        )
+        limits: TransportLimits = derive(settings, cls)  # each field from its setting
+        return limits
 
     @property
     def flood_rate(self) -> float:
