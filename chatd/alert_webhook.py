@@ -21,6 +21,7 @@ from .core.clock import Clock
 from .core.observer import NullObserver
 from .handoff.base import PermanentError, RetryableError, check_status
 from .handoff.policy import RetryPolicy
+from .tasks import cancel_and_wait
 
 log = logging.getLogger(__name__)
 
@@ -123,11 +124,7 @@ class AlertWebhook(NullObserver):
 
     async def stop(self) -> None:
         if self._task is not None:
-            self._task.cancel()
-            try:
-                await self._task
-            except asyncio.CancelledError:
-                pass
+            await cancel_and_wait(self._task)
             self._task = None
         if self._http is not None:
             await self._http.close()

@@ -31,6 +31,7 @@ from prometheus_client.core import GaugeMetricFamily, Metric
 from .core.models import Session
 from .core.observer import OFFER_RESULTS, SESSION_OUTCOMES, abandon_wait, answer_wait, outcome
 from .core.stats import LiveDesk
+from .tasks import cancel_and_wait
 
 log = logging.getLogger(__name__)
 
@@ -326,11 +327,7 @@ class LoopLag:
     async def stop(self) -> None:
         if self._task is None:
             return
-        self._task.cancel()
-        try:
-            await self._task
-        except asyncio.CancelledError:
-            pass
+        await cancel_and_wait(self._task)
         self._task = None
 
     async def _run(self) -> None:

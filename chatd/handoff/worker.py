@@ -18,6 +18,7 @@ from typing import Any
 from ..core.clock import Clock
 from ..core.ports import Store
 from ..core.transcript import Handoff, Transcript
+from ..tasks import cancel_and_wait
 from .base import Backend, DeliveryError, Job, PermanentError
 from .metrics import HandoffMetrics
 from .policy import RetryPolicy
@@ -74,11 +75,7 @@ class HandoffWorker:
         """Stop claiming. An attempt cut off here stays claimed and is retried, with the
         same key, when the server starts again."""
         if self._task is not None:
-            self._task.cancel()
-            try:
-                await self._task
-            except asyncio.CancelledError:
-                pass
+            await cancel_and_wait(self._task)
             self._task = None
         for backend in self.backends.values():
             try:

@@ -42,6 +42,7 @@ from ..core.models import (
     SessionState,
     Tier,
 )
+from ..tasks import cancel_and_wait
 from .sqlite_attachments import SQLiteAttachments
 from .sqlite_handoff import SQLiteHandoffs
 from .sqlite_stats import SQLiteStats
@@ -177,11 +178,7 @@ class SQLiteStore(SQLiteAttachments, SQLiteHandoffs, SQLiteStats):
             self._ops.append((_stop_op, done))
             self._wake.set()
             await done
-            task.cancel()
-            try:
-                await task
-            except asyncio.CancelledError:
-                pass
+            await cancel_and_wait(task)
         for conn in (self._reader, self._writer):
             if conn is not None:
                 await conn.close()

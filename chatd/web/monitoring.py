@@ -28,6 +28,7 @@ from ..core.stats import WINDOWS, QueueHistory, stats_report
 from ..handoff.service import HANDOFF
 from ..logs import DeskLog
 from ..metrics import LoopLag, Metrics
+from ..tasks import cancel_and_wait
 from . import keys
 from .auth import bearer
 from .http import current_engineer, is_loopback_caller, json_body
@@ -85,11 +86,7 @@ class Monitor:
 
     async def stop(self) -> None:
         if self._task is not None:
-            self._task.cancel()
-            try:
-                await self._task
-            except asyncio.CancelledError:
-                pass
+            await cancel_and_wait(self._task)
             self._task = None
         await self.loop_lag.stop()
         if self.webhook is not None:

@@ -31,6 +31,7 @@ from ..core.desk import (
 from ..core.errors import DeskError, Forbidden, RateLimited, TooLarge, Unauthorized
 from ..core.models import Customer, Engineer, EngineerStatus, Message
 from ..core.ratelimit import KeyedLimiter, TokenBucket
+from ..tasks import cancel_and_wait
 from . import schemas as s
 from .auth import cookie_token, customer_from_jwt, guest_customer, is_same_origin
 from .transport import _JSON, Manager, Packet, Server, TransportLimits
@@ -542,13 +543,7 @@ class Sockets:
         ]
 
     async def stop(self) -> None:
-        for task in self._tasks:
-            task.cancel()
-        for task in self._tasks:
-            try:
-                await task
-            except asyncio.CancelledError:
-                pass
+        await cancel_and_wait(*self._tasks)
         self._tasks = []
 
     async def _tick_loop(self) -> None:
