@@ -28,7 +28,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import json
 import math
 import os
 import sys
@@ -40,27 +39,31 @@ from pathlib import Path
 from typing import Any
 
 from .harness import (
+    REPLY_TIMEOUT,
     BenchError,
     Benchmark,
     Child,
     Report,
     add_engineer,
     chatd_env,
+    close_workers,
+    command,
     cpu_seconds,
     login,
     machine_busy_seconds,
     percentile,
+    plain_env,
     start_chatd,
     start_child,
     start_server,
 )
+from .server_process import ServerProcess
 
 BAR = 0.7
 BAR_PAIRS = 50
 # Past this share of one CPU used by others in a measured window, say the run is skewed.
 BUSY_OTHER_PCT = 25.0
 PASSWORD = "benchmark-password"
-REPLY_TIMEOUT = 120.0
 
 
 def add_arguments(group: argparse._ArgumentGroup) -> None:
@@ -207,23 +210,23 @@ async def _measure(
             server, url, engineer_specs, customer_specs = await _relay(
                 tmp, args, inline=target == "relay-inline"
             )
-        stack.push_async_callback(server.stop)
+        stack.push_async_callback(server.stop_async)
         workers: list[Child] = []
         for k in range(args.workers):
             w = await start_child(f"load worker {k}", [sys.executable, "-m", "bench.loadgen"],
-                                  env=_plain_env(), cwd=tmp, pipes=True)
+                                  env=plain_env(), cwd=tmp)
             stack.push_async_callback(w.stop)
             workers.append(w)
-        stack.push_async_callback(_close_workers, workers)
+        stack.push_async_callback(close_workers, workers)
         n = len(workers)
-        await _command(workers, [
+        await command(workers, [
             {"cmd": "engineers", "target": target, "url": url, "engineers": engineer_specs[k::n]}
             for k in range(n)
         ])
-        await _command(workers, [
+        await command(workers, [
             {"cmd": "customers", "customers": customer_specs[k::n]} for k in range(n)
         ])
-        settled = await _command(workers, [{"cmd": "settle"}] * n)
+        settled = await command(workers, [{"cmd": "settle"}] * n)
         held = sum(r["engineer_sessions"] for r in settled)
         asked = sum(r["customer_sessions"] for r in settled)
         if held != args.pairs or asked != args.pairs:
@@ -236,7 +239,7 @@ async def _measure(
         pids = [w.pid for w in workers]
         cpu = asyncio.create_task(_cpu_in_window(server.pid, pids, *window))
         try:
-            results = await _command(workers, [{
+            results = await command(workers, [{
                 "cmd": "run", "start_at": start_at, "warmup": args.warmup,
                 "seconds": args.seconds, "body_size": args.body_size,
             }] * n, timeout=REPLY_TIMEOUT + args.warmup + args.seconds)
@@ -244,7 +247,7 @@ async def _measure(
             cpu.cancel()
             raise
         used = await cpu
-        await _close_workers(workers)
+        await close_workers(workers)
         log_lines = "\n".join(
             line for line in server.log_tail(200).splitlines()
             if not line.startswith("chatd listening on ")
@@ -289,7 +292,7 @@ def _pct(cpu: float | None, seconds: float) -> float | None:
 
 async def _chatd(
     tmp: Path, args: argparse.Namespace, capacity: int
-) -> tuple[Child, str, list[dict[str, Any]], list[dict[str, Any]]]:
+) -> tuple[ServerProcess, str, list[dict[str, Any]], list[dict[str, Any]]]:
     extra: dict[str, Any] = {}
     if args.sqlite_synchronous:
         sync = args.sqlite_synchronous
@@ -313,7 +316,7 @@ async def _chatd(
     try:
         tokens = [await login(url, email, PASSWORD) for email in emails]
     except BaseException:
-        await server.stop()
+        await server.stop_async()
         raise
     engineers = [{"token": t, "capacity": capacity} for t in tokens]
     customers = [
@@ -325,60 +328,18 @@ async def _chatd(
 
 async def _relay(
     tmp: Path, args: argparse.Namespace, *, inline: bool = False
-) -> tuple[Child, str, list[dict[str, Any]], list[dict[str, Any]]]:
+) -> tuple[ServerProcess, str, list[dict[str, Any]], list[dict[str, Any]]]:
     server, url = await start_server(
         "relay",
         lambda port: [sys.executable, "-m", "bench.relay", "--host", "127.0.0.1",
                       "--port", str(port), *(["--inline-emit"] if inline else [])],
-        "/healthz", env=_plain_env(), cwd=tmp, log=tmp / "relay.log",
+        "/healthz", env=plain_env(), cwd=tmp, log=tmp / "relay.log",
     )
     sessions = [str(uuid.uuid4()) for _ in range(args.pairs)]
     # chatd offers each chat to the engineer idle longest: round robin, as here
     engineers = [{"sessions": sessions[j::args.engineers]} for j in range(args.engineers)]
     customers = [{"session_id": s} for s in sessions]
     return server, url, engineers, customers
-
-
-def _plain_env() -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("CHATD_")}
-    env["PYTHONUNBUFFERED"] = "1"
-    # the bench package is found from the folder holding it, wherever the child runs
-    root = str(Path(__file__).resolve().parent.parent)
-    env["PYTHONPATH"] = root + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
-    return env
-
-
-async def _command(
-    workers: list[Child], commands: list[dict[str, Any]], timeout: float = REPLY_TIMEOUT
-) -> list[dict[str, Any]]:
-    """Send each worker its command; all answers, or BenchError naming the failure."""
-
-    async def one(w: Child, cmd: dict[str, Any]) -> dict[str, Any]:
-        assert w.proc.stdin is not None and w.proc.stdout is not None
-        w.proc.stdin.write(json.dumps(cmd).encode() + b"\n")
-        await w.proc.stdin.drain()
-        try:
-            line = await asyncio.wait_for(w.proc.stdout.readline(), timeout)
-        except TimeoutError:
-            raise BenchError(f"{w.name} did not answer {cmd['cmd']!r} in {timeout:g} s") from None
-        if not line:
-            raise BenchError(f"{w.name} exited during {cmd['cmd']!r}")
-        reply: dict[str, Any] = json.loads(line)
-        if not reply.get("ok"):
-            raise BenchError(f"{w.name}: {cmd['cmd']!r} failed: {reply.get('error')}")
-        return reply
-
-    return list(await asyncio.gather(*(one(w, c) for w, c in zip(workers, commands, strict=True))))
-
-
-async def _close_workers(workers: list[Child]) -> None:
-    for w in workers:
-        if w.proc.returncode is not None or w.stopped or w.proc.stdin is None:
-            continue
-        with contextlib.suppress(Exception):
-            w.proc.stdin.write(b'{"cmd": "close"}\n')
-            await w.proc.stdin.drain()
-            await asyncio.wait_for(w.proc.wait(), 10)
 
 
 @dataclass

@@ -1,6 +1,7 @@
-"""What every benchmark needs: the benchmark registry entry, child processes that are always
-stopped by PID, a chatd server started the way an operator starts it, and small measures
-(CPU time of a process, percentiles)."""
+"""What every benchmark needs: the benchmark registry entry, load processes driven over a
+pipe and always stopped by PID, a chatd server started the way an operator starts it (through
+bench/server_process.py, which the tests share), and small measures (CPU time of a process,
+percentiles)."""
 
 from __future__ import annotations
 
@@ -11,7 +12,6 @@ import json
 import math
 import os
 import signal
-import socket
 import sys
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
@@ -21,7 +21,11 @@ from typing import Any
 
 import aiohttp
 
+from .server_process import NotReady, ServerProcess, chatd_argv, child_env, free_port
+
 Report = dict[str, Any]
+# How long a load process may take to answer a command (set-up, settle, close).
+REPLY_TIMEOUT = 120.0
 
 
 @dataclass(frozen=True)
@@ -43,20 +47,13 @@ class BenchError(RuntimeError):
     """The benchmark could not be carried out (a server did not start, a client failed)."""
 
 
-def free_port() -> int:
-    # The port is free now; the server binds it a moment later. Good enough on loopback.
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 @dataclass
 class Child:
-    """A process this benchmark started. ``stop`` ends exactly this PID, gracefully first."""
+    """A load process this benchmark started, driven over its pipes. ``stop`` ends exactly
+    this PID, gracefully first."""
 
     name: str
     proc: asyncio.subprocess.Process
-    log: Path | None = None
     stopped: bool = field(default=False)
 
     @property
@@ -77,12 +74,6 @@ class Child:
                     self.proc.kill()
                 await self.proc.wait()
         return self.proc.returncode
-
-    def log_tail(self, lines: int = 30) -> str:
-        if self.log is None or not self.log.exists():
-            return ""
-        text = self.log.read_text(encoding="utf-8", errors="replace").splitlines()
-        return "\n".join(text[-lines:])
 
 
 async def serve_commands(
@@ -117,57 +108,71 @@ async def start_child(
     *,
     env: Mapping[str, str],
     cwd: Path,
-    log: Path | None = None,
-    pipes: bool = False,
 ) -> Child:
-    """Start ``argv``; its output goes to ``log`` (servers) or to pipes (load workers)."""
-    if pipes:
-        proc = await asyncio.create_subprocess_exec(
-            *argv, env=dict(env), cwd=cwd,
-            stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
-            # a worker's result is one JSON line with every latency of the window
-            limit=256 * 1024 * 1024,
-        )
-        return Child(name, proc)
-    assert log is not None
-    with log.open("wb") as out:
-        proc = await asyncio.create_subprocess_exec(
-            *argv, env=dict(env), cwd=cwd,
-            stdin=asyncio.subprocess.DEVNULL, stdout=out, stderr=asyncio.subprocess.STDOUT,
-        )
-    return Child(name, proc, log)
+    """Start the load process ``argv``, driven over its standard input and output."""
+    proc = await asyncio.create_subprocess_exec(
+        *argv, env=dict(env), cwd=cwd,
+        stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
+        # a worker's result is one JSON line with every latency of the window
+        limit=256 * 1024 * 1024,
+    )
+    return Child(name, proc)
 
 
-async def wait_http_ok(child: Child, url: str, timeout: float = 30.0) -> None:
-    """Poll ``url`` until it answers 200; fail early (with the log) if the process died."""
-    deadline = time.monotonic() + timeout
-    async with aiohttp.ClientSession() as http:
-        while True:
-            if child.proc.returncode is not None:
-                raise BenchError(
-                    f"{child.name} exited with {child.proc.returncode}:\n{child.log_tail()}"
-                )
-            with contextlib.suppress(aiohttp.ClientError, OSError):
-                async with http.get(url, timeout=aiohttp.ClientTimeout(total=2)) as r:
-                    if r.status == 200:
-                        return
-            if time.monotonic() > deadline:
-                raise BenchError(f"{child.name} did not answer {url} in {timeout:g} s:\n"
-                                 f"{child.log_tail()}")
-            await asyncio.sleep(0.1)
+def plain_env() -> dict[str, str]:
+    """The environment of a load process or of the relay: no CHATD_* settings, unbuffered
+    output, and the bench package importable."""
+    env = child_env({"PYTHONUNBUFFERED": "1"})
+    # the bench package is found from the folder holding it, wherever the child runs
+    root = str(Path(__file__).resolve().parent.parent)
+    env["PYTHONPATH"] = root + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
+    return env
+
+
+async def command(
+    workers: list[Child], commands: list[dict[str, Any]], timeout: float = REPLY_TIMEOUT
+) -> list[dict[str, Any]]:
+    """Send each worker its command; all answers, or BenchError naming the failure."""
+
+    async def one(w: Child, cmd: dict[str, Any]) -> dict[str, Any]:
+        assert w.proc.stdin is not None and w.proc.stdout is not None
+        w.proc.stdin.write(json.dumps(cmd).encode() + b"\n")
+        await w.proc.stdin.drain()
+        try:
+            line = await asyncio.wait_for(w.proc.stdout.readline(), timeout)
+        except TimeoutError:
+            raise BenchError(f"{w.name} did not answer {cmd['cmd']!r} in {timeout:g} s") from None
+        if not line:
+            raise BenchError(f"{w.name} exited during {cmd['cmd']!r}")
+        reply: dict[str, Any] = json.loads(line)
+        if not reply.get("ok"):
+            raise BenchError(f"{w.name}: {cmd['cmd']!r} failed: {reply.get('error')}")
+        return reply
+
+    return list(await asyncio.gather(*(one(w, c) for w, c in zip(workers, commands, strict=True))))
+
+
+async def close_workers(workers: list[Child]) -> None:
+    """Ask each worker still running to ``close`` (it cleans up and exits), 10 s each."""
+    for w in workers:
+        if w.proc.returncode is not None or w.stopped or w.proc.stdin is None:
+            continue
+        with contextlib.suppress(Exception):
+            w.proc.stdin.write(b'{"cmd": "close"}\n')
+            await w.proc.stdin.drain()
+            await asyncio.wait_for(w.proc.wait(), 10)
 
 
 def chatd_env(tmp: Path, **settings: Any) -> dict[str, str]:
     """The environment of a benchmark chatd: its own database and uploads in ``tmp``,
     guests allowed, quiet logs, plus ``settings`` as ``CHATD_<NAME>``."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("CHATD_")}
-    env.update(
-        CHATD_DATABASE_URL=f"sqlite:///{tmp / 'bench.db'}",
-        CHATD_UPLOAD_DIR=str(tmp / "uploads"),
-        CHATD_ALLOW_GUESTS="true",
-        CHATD_LOG_LEVEL="warning",
-        PYTHONUNBUFFERED="1",
-    )
+    env = child_env({
+        "CHATD_DATABASE_URL": f"sqlite:///{tmp / 'bench.db'}",
+        "CHATD_UPLOAD_DIR": str(tmp / "uploads"),
+        "CHATD_ALLOW_GUESTS": "true",
+        "CHATD_LOG_LEVEL": "warning",
+        "PYTHONUNBUFFERED": "1",
+    })
     for key, value in settings.items():
         env[f"CHATD_{key.upper()}"] = str(value).lower() if isinstance(value, bool) else str(value)
     return env
@@ -197,30 +202,29 @@ async def add_engineer(
 async def start_server(
     name: str, argv: Callable[[int], list[str]], ready_path: str, *,
     env: Mapping[str, str], cwd: Path, log: Path,
-) -> tuple[Child, str]:
+) -> tuple[ServerProcess, str]:
     """A server process on a free loopback port (``argv(port)``), once ``ready_path``
-    answers 200; stopped again if it does not."""
+    answers 200 (within 30 s); stopped again if it does not."""
     port = free_port()
-    child = await start_child(name, argv(port), env=env, cwd=cwd, log=log)
     url = f"http://127.0.0.1:{port}"
+    server = ServerProcess.start(name, argv(port), url=url, env=env, cwd=cwd, log=log)
     try:
-        await wait_http_ok(child, url + ready_path)
-    except BaseException:
-        await child.stop()
-        raise
-    return child, url
+        await server.wait_ready(ready_path, timeout=30.0)
+    except NotReady as exc:
+        raise BenchError(str(exc)) from None
+    return server, url
 
 
 async def start_chatd(
     tmp: Path, env: Mapping[str, str], *, profile_to: Path | None = None
-) -> tuple[Child, str]:
+) -> tuple[ServerProcess, str]:
     """``python -m chatd serve`` on a free loopback port, ready to serve; optionally under
     cProfile (the profile is written when the process is stopped with SIGTERM)."""
     profile = ["-m", "cProfile", "-o", str(profile_to)] if profile_to is not None else []
     return await start_server(
         "chatd",
-        lambda port: [sys.executable, *profile, "-m", "chatd", "serve",
-                      "--host", "127.0.0.1", "--port", str(port)],
+        lambda port: chatd_argv("serve", "--host", "127.0.0.1", "--port", str(port),
+                                python_options=profile),
         "/readyz", env=env, cwd=tmp, log=tmp / "chatd.log",
     )
 

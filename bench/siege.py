@@ -58,21 +58,24 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .chat_load import _close_workers, _command, _plain_env
 from .harness import (
     BenchError,
     Child,
     Report,
     add_engineer,
     chatd_env,
+    close_workers,
+    command,
     cpu_seconds,
     login,
     machine_busy_seconds,
     percentile,
+    plain_env,
     rss_bytes,
     start_chatd,
     start_child,
 )
+from .server_process import ServerProcess
 from .siege_attack import KINDS
 from .siege_honest import ACK_TIMEOUT
 
@@ -215,7 +218,7 @@ class Sample:
 class Sampler:
     """RSS and CPU of the processes every SAMPLE_EVERY seconds, from start to stop."""
 
-    def __init__(self, server: Child, honest: Child, attackers: list[Child]) -> None:
+    def __init__(self, server: ServerProcess, honest: Child, attackers: list[Child]) -> None:
         self.server, self.honest, self.attackers = server, honest, attackers
         self.samples: list[Sample] = []
         self.baseline: int | None = None  # the server's RSS just before the attack
@@ -334,16 +337,16 @@ async def _siege(
     await add(0, emails[0])
     await asyncio.gather(*(add(j, e) for j, e in enumerate(emails) if j))
     server, url = await start_chatd(tmp, env)
-    stack.push_async_callback(server.stop)
+    stack.push_async_callback(server.stop_async)
     tokens = await asyncio.gather(*(
         login(url, email, PASSWORD, headers={"X-Forwarded-For": honest_address(args.pairs + j)})
         for j, email in enumerate(emails)
     ))
     honest = await start_child("honest clients", [sys.executable, "-m", "bench.siege_honest"],
-                               env=_plain_env(), cwd=tmp, pipes=True)
+                               env=plain_env(), cwd=tmp)
     stack.push_async_callback(honest.stop)
-    stack.push_async_callback(_close_workers, [honest])
-    await _command([honest], [{
+    stack.push_async_callback(close_workers, [honest])
+    await command([honest], [{
         "cmd": "setup", "url": url, "seed": args.seed,
         "customers": [{"name": f"Customer {i}", "email": f"customer{i}@siege.example",
                        "address": honest_address(i)} for i in range(args.pairs)],
@@ -353,12 +356,12 @@ async def _siege(
     attackers: list[Child] = []
     for kind in counts:
         w = await start_child(f"{kind} attackers", [sys.executable, "-m", "bench.siege_attack"],
-                              env=_plain_env(), cwd=tmp, pipes=True)
+                              env=plain_env(), cwd=tmp)
         stack.push_async_callback(w.stop)
         attackers.append(w)
-    stack.push_async_callback(_close_workers, attackers)
+    stack.push_async_callback(close_workers, attackers)
     shared_first = str(ipaddress.ip_address("203.0.113.1"))
-    prepared = await _command(attackers, [{
+    prepared = await command(attackers, [{
         "cmd": "prepare", "kind": kind, "url": url, "clients": addresses[kind],
         "seed": args.seed, "nice": args.attacker_nice, "seed_address": shared_first,
         "big_chats": 2, "big_chat_messages": args.big_chat_messages,
@@ -377,7 +380,7 @@ async def _siege(
     start_at = time.monotonic() + 0.5
     quiet = (start_at + args.warmup, start_at + args.warmup + args.quiet_seconds)
     attack_start, attack_end = quiet[1], quiet[1] + args.attack_seconds
-    await _command([honest], [{"cmd": "start", "start_at": start_at}])
+    await command([honest], [{"cmd": "start", "start_at": start_at}])
     print(f"quiet: honest pairs chatting; measuring {args.quiet_seconds:g} s", flush=True)
     await asyncio.sleep(max(0.0, attack_start - 0.3 - time.monotonic()))
     sampler.take()
@@ -385,7 +388,7 @@ async def _siege(
     if baseline is not None:
         sampler.abort_above = baseline + args.rss_abort_mib * MiB
     print(f"attack: {sum(counts.values())} attackers for {args.attack_seconds:g} s", flush=True)
-    attack = asyncio.create_task(_command(attackers, [
+    attack = asyncio.create_task(command(attackers, [
         {"cmd": "attack", "start_at": attack_start, "end_at": attack_end}
     ] * len(attackers), timeout=attack_end - time.monotonic() + 60))
     aborted = asyncio.create_task(sampler.aborted.wait())
@@ -406,9 +409,9 @@ async def _siege(
     print(f"after: attackers gone {attack_over - attack_end:+.1f} s after the attack's end;"
           f" measuring from {args.after_delay:g} s later for {args.after_seconds:g} s",
           flush=True)
-    await _close_workers(attackers)
+    await close_workers(attackers)
     await asyncio.sleep(max(0.0, after[1] - time.monotonic()))
-    honest_result = (await _command([honest], [{"cmd": "stop"}]))[0]
+    honest_result = (await command([honest], [{"cmd": "stop"}]))[0]
     sampling.cancel()
     end = time.monotonic()
 
@@ -433,7 +436,7 @@ async def _siege(
         aborted=sampler.aborted.is_set(),
         timeline=_timeline(samples, errors, sampler, start_at, end, attack_start),
         server_log=_log_problems(server),
-        server_exit=server.proc.returncode,  # None: still running, as it should be
+        server_exit=server.returncode,  # None: still running, as it should be
     )
     _print(report, windows, start_at)
     _judge(report, args)
@@ -460,8 +463,8 @@ def _timeline(
     return rows
 
 
-def _log_problems(server: Child) -> dict[str, Any]:
-    if server.log is None or not server.log.exists():
+def _log_problems(server: ServerProcess) -> dict[str, Any]:
+    if not server.log.exists():
         return {}
     lines = server.log.read_text(encoding="utf-8", errors="replace").splitlines()
     tracebacks = sum(1 for line in lines if line.startswith("Traceback"))

@@ -38,13 +38,13 @@ import aiohttp
 from .harness import (
     BenchError,
     Benchmark,
-    Child,
     Report,
     chatd_env,
     cpu_seconds,
     start_chatd,
     start_server,
 )
+from .server_process import ServerProcess
 
 MiB = 1024 * 1024
 RATIO_BAR = 0.8
@@ -203,7 +203,7 @@ async def run(args: argparse.Namespace) -> Report:
         raise BenchError("need 1 <= --upload-mib <= 4096 and 1 <= --upload-rounds <= 20")
     print(f"uploads: a {args.upload_mib} MiB text log, {rounds} rounds to each server, "
           "alternating", flush=True)
-    children: list[Child] = []
+    children: list[ServerProcess] = []
     with tempfile.TemporaryDirectory(prefix="chatd-bench-uploads-") as tmp_name:
         tmp = Path(tmp_name)
         try:
@@ -227,11 +227,12 @@ async def run(args: argparse.Namespace) -> Report:
             return await _measure(size, rounds, bare, bare_url, chatd, chatd_url)
         finally:
             for child in reversed(children):
-                await child.stop()
+                await child.stop_async()
 
 
 async def _measure(
-    size: int, rounds: int, bare: Child, bare_url: str, chatd: Child, chatd_url: str
+    size: int, rounds: int, bare: ServerProcess, bare_url: str, chatd: ServerProcess,
+    chatd_url: str,
 ) -> Report:
     client, session_id, token = await chatd_session(chatd_url)
     targets = {

@@ -8,10 +8,8 @@ disables them, and that afterwards neither their passwords nor their tokens work
 
 from __future__ import annotations
 
-import asyncio
 import os
 import re
-import signal
 import sqlite3
 import subprocess
 import sys
@@ -22,7 +20,8 @@ import aiohttp
 import pytest
 import socketio
 
-from tests.process import connect, free_port
+from bench.server_process import ServerProcess, child_env, free_port
+from tests.process import connect
 
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
@@ -32,11 +31,11 @@ SECRET = "production-widget-secret-0123456789abcdef"
 
 def clean_env(**extra: str) -> dict[str, str]:
     """The environment of an operator's shell: no CHATD_* settings but the ones given."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("CHATD_")}
-    env["PATH"] = f"{BIN}{os.pathsep}{env.get('PATH', '')}"
-    env["CHATD_LOG_LEVEL"] = "warning"
-    env.update(extra)
-    return env
+    return child_env({
+        "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}",
+        "CHATD_LOG_LEVEL": "warning",
+        **extra,
+    })
 
 
 def chatd(cwd: Path, *args: str, stdin: str = "", timeout: float = 60,
@@ -54,38 +53,16 @@ class Running:
                  stdin: str = "") -> None:
         self.url = f"http://127.0.0.1:{port}"
         self.log = cwd / f"server-{port}.log"
-        with open(self.log, "wb") as log:
-            self.proc = subprocess.Popen(
-                ["bash", "-c", script], cwd=cwd, env=env, stdin=subprocess.PIPE, stdout=log,
-                stderr=subprocess.STDOUT, start_new_session=True,
-            )
-        assert self.proc.stdin is not None
-        self.proc.stdin.write(stdin.encode())
-        self.proc.stdin.close()
+        self.server = ServerProcess.start(
+            "chatd", ["bash", "-c", script], url=self.url, env=env, cwd=cwd, log=self.log,
+            stdin=stdin.encode(), group=True, grace=20.0,
+        )
 
     async def ready(self) -> None:
-        async with aiohttp.ClientSession() as http:
-            for _ in range(600):
-                try:
-                    async with http.get(self.url + "/readyz") as r:
-                        if r.status == 200:
-                            return
-                except aiohttp.ClientError:
-                    pass
-                if self.proc.poll() is not None:
-                    break
-                await asyncio.sleep(0.1)
-        self.stop()
-        raise AssertionError("chatd did not start:\n" + self.log.read_text()[-3000:])
+        await self.server.wait_ready(timeout=60.0)
 
     def stop(self) -> None:
-        if self.proc.poll() is None:
-            os.killpg(self.proc.pid, signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.proc.pid, signal.SIGKILL)
-                self.proc.wait(timeout=5)
+        self.server.stop()
 
 
 def serve(cwd: Path, *flags: str, **env: str) -> Running:

@@ -5,21 +5,13 @@ be read (and reset) from /proc."""
 from __future__ import annotations
 
 import asyncio
-import os
-import socket
 import subprocess
-import sys
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 
-import aiohttp
 import pytest
 
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+from bench.server_process import ServerProcess, chatd_argv, free_port, stop_process
 
 
 def proc_status_kib(pid: int, field: str) -> int:
@@ -91,51 +83,32 @@ class ChatdProcess:
 
 
 async def start_chatd(folder: Path, env: dict[str, str]) -> ChatdProcess:
+    """chatd in ``folder``, configured by its environment alone; its standard error (not
+    its output) in ``folder/chatd.stderr``."""
     port = free_port()
-    full_env = {
-        **{k: v for k, v in os.environ.items() if not k.startswith("CHATD_")},
-        "CHATD_HOST": "127.0.0.1",
-        "CHATD_PORT": str(port),
-        "CHATD_DATABASE_URL": f"sqlite:///{folder / 'chatd.db'}",
-        "CHATD_UPLOAD_DIR": str(folder / "uploads"),
-        "CHATD_ALLOW_GUESTS": "true",
-        "CHATD_LOG_LEVEL": "warning",
-        **env,
-    }
-    with open(folder / "chatd.stderr", "wb") as stderr:  # the child keeps its own copy
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "chatd", "serve"],
-            env=full_env,
-            cwd=folder,
-            stdout=subprocess.DEVNULL,
-            stderr=stderr,
-        )
-    url = f"http://127.0.0.1:{port}"
-    async with aiohttp.ClientSession() as http:
-        for _ in range(200):  # up to ~20 s on a busy machine
-            if proc.poll() is not None:
-                raise RuntimeError(
-                    "chatd exited: " + (folder / "chatd.stderr").read_text(errors="replace")
-                )
-            try:
-                async with http.get(url + "/readyz") as r:
-                    if r.status == 200:
-                        return ChatdProcess(proc, url, folder)
-            except aiohttp.ClientError:
-                pass
-            await asyncio.sleep(0.1)
-    stop_chatd(proc)
-    raise RuntimeError("chatd did not become ready")
+    server = ServerProcess.start(
+        "chatd",
+        chatd_argv("serve"),
+        url=f"http://127.0.0.1:{port}",
+        env={
+            "CHATD_HOST": "127.0.0.1",
+            "CHATD_PORT": str(port),
+            "CHATD_DATABASE_URL": f"sqlite:///{folder / 'chatd.db'}",
+            "CHATD_UPLOAD_DIR": str(folder / "uploads"),
+            "CHATD_ALLOW_GUESTS": "true",
+            "CHATD_LOG_LEVEL": "warning",
+            **env,
+        },
+        cwd=folder,
+        log=folder / "chatd.stderr",
+        log_stdout=False,
+    )
+    await server.wait_ready(timeout=20.0)  # ~20 s on a busy machine
+    return ChatdProcess(server.proc, server.url, folder)
 
 
 def stop_chatd(proc: subprocess.Popen[bytes]) -> None:
-    if proc.poll() is None:
-        proc.terminate()
-        try:
-            proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout=5)
+    stop_process(proc, grace=15.0)
 
 
 @pytest.fixture
