@@ -1,4 +1,5 @@
-"""The live arrival rate and its forecast for this hour and the next (docs/waits.md#arrivals).
+"""The live arrival rate and its forecast for this hour and the next
+(docs/waits.md#staffing-forecast).
 
 Arrivals are counted in fixed intervals (15 minutes by default). Each closed interval's
 rate y (count / interval) updates Holt's double exponential smoothing:

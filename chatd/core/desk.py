@@ -1138,7 +1138,7 @@ class Desk:
 
     def _match(self, now: float, fx: Effects) -> None:
         """Offer the oldest un-offered waiting session to the longest-idle eligible engineer,
-        until either runs out (SPEC §2.3)."""
+        until either runs out (docs/protocol.md#matching-and-offers)."""
         if not self._queue:
             return
         eligible = [p for p in self._engineers.values() if p.eligible]
@@ -1324,7 +1324,7 @@ class Desk:
 
     async def _requeue_all(self, p: Presence, now: float, fx: Effects) -> None:
         """An engineer stayed away past the grace period: their chats go back to the head of
-        the queue, each in its original arrival place (SPEC §2.7)."""
+        the queue, each in its original arrival place (docs/protocol.md#grace-periods)."""
         for sid in sorted(p.active):
             session = self._sessions.get(sid)
             p.active.discard(sid)
@@ -1488,7 +1488,7 @@ class Desk:
         self._pos_dirty = pending
 
     async def ticket_known(self, session_id: str) -> Effects:
-        """A ticket was filed for an ended session (docs/handoff.md#ticket-reference):
+        """A ticket was filed for an ended session (docs/handoff.md#the-ticket-reference):
         ``session:ended`` again, now with ``ticket``, to its customer and engineer."""
         session = await self.store.get_session(session_id)
         if session is None or session.ticket is None or session.is_open:

@@ -1,5 +1,5 @@
 """How many chat slots a desk needs: Erlang C, Erlang A and square-root staffing
-(docs/waits.md#staffing).
+(docs/waits.md#staffing-forecast).
 
 Notation as in docs/waits.md: ``s`` slots, ``lam`` arrivals a second, ``mu`` completions a
 second per busy slot (1 / mean handle time), ``theta`` abandonments a second per waiting

@@ -290,7 +290,7 @@ def stats_report(
     connected: dict[str, int],
     banner: dict[str, Any] | None,
 ) -> dict[str, Any]:
-    """Everything GET /api/stats answers (docs/monitoring.md#api-stats)."""
+    """Everything GET /api/stats answers (docs/monitoring.md#get-apistats)."""
     now = live.now
     windows = {
         name: service_window(outcomes, now, seconds, target) for name, seconds in WINDOWS.items()

@@ -1,4 +1,5 @@
-"""What a ticket backend is, and how an HTTP answer is judged (docs/handoff.md#failures).
+"""What a ticket backend is, and how an HTTP answer is judged
+(docs/handoff.md#failures-and-retries).
 
 A backend delivers one transcript and returns ``Delivered``, or raises ``RetryableError``
 (try again later) or ``PermanentError`` (dead-letter now, keeping the answer for the

@@ -1,5 +1,5 @@
 """When to try a handoff again: exponential backoff with full jitter, Retry-After, and a
-dead-letter horizon (docs/handoff.md#retries)."""
+dead-letter horizon (docs/handoff.md#failures-and-retries)."""
 
 from __future__ import annotations
 

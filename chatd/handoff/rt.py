@@ -1,5 +1,5 @@
 """The ``rt`` backend: a ticket in Request Tracker 5 through its REST 2.0 API
-(docs/handoff.md#request-tracker).
+(docs/handoff.md#request-tracker-rt).
 
 Exactly one ticket per session: every ticket carries the session id (a subject tag, and a
 custom field when one is configured), and each attempt first searches for it. An attempt

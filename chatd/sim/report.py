@@ -3,7 +3,8 @@
 Measured over answered customers who arrived after the warm-up, a day (all seeds pooled),
 not one customer: the weighted absolute error Σ|Ŵ − W| / ΣW, the bias ΣŴ / ΣW, the share of
 waits inside the range shown, and the range's width; per bucket of the position at join,
-the error against the accuracy floor of a perfect queue-length estimate (WAITS.md); the
+the error against the accuracy floor of a perfect queue-length estimate (FLOOR below,
+docs/waits.md#the-accuracy-floor); the
 service level (answered within the target, over customers answered or still waiting at the
 target) and the share who left before an answer.
 """

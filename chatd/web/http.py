@@ -1,4 +1,4 @@
-"""HTTP routes: login and logout, health, and the pages (docs/protocol.md#http)."""
+"""HTTP routes: login and logout, health, and the pages (docs/protocol.md#10-http)."""
 
 from __future__ import annotations
 
@@ -375,7 +375,7 @@ async def index(request: web.Request) -> web.StreamResponse:
 
 
 # ---------------------------------------------------------------------- transcripts, tickets
-# (docs/handoff.md#http)
+# (docs/handoff.md#transcripts, docs/handoff.md#tickets-without-a-chat)
 
 TRANSCRIPT_TYPES = {"json": "application/json", "text": "text/plain", "html": "text/html"}
 TRANSCRIPT_CSP = "default-src 'none'; style-src 'unsafe-inline'; sandbox allow-popups"

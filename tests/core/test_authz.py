@@ -1,4 +1,5 @@
-"""SPEC §9: a customer touches only their own session, an engineer only theirs (leads: all)."""
+"""A customer touches only their own session, an engineer only theirs (leads: all)
+(docs/design.md#identity-and-authorisation)."""
 
 from __future__ import annotations
 

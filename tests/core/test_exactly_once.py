@@ -1,4 +1,4 @@
-"""SPEC §2.5: exactly one engineer ever gets a session."""
+"""Exactly one engineer ever gets a session (docs/design.md#exactly-one-engineer-per-session)."""
 
 from __future__ import annotations
 

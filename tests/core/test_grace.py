@@ -1,4 +1,4 @@
-"""SPEC §2.6-2.7: grace periods for customers and engineers who drop off."""
+"""Grace periods for customers and engineers who drop off (docs/protocol.md#grace-periods)."""
 
 from __future__ import annotations
 

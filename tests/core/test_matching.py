@@ -1,4 +1,5 @@
-"""SPEC §2.1-2.3: one first-come-first-served queue, offered to the longest-idle engineer."""
+"""One first-come-first-served queue, offered to the longest-idle engineer
+(docs/protocol.md#matching-and-offers)."""
 
 from __future__ import annotations
 

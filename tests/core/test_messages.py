@@ -1,4 +1,5 @@
-"""SPEC §3: messages are stored before they are relayed, numbered 1, 2, 3... per session."""
+"""Messages are stored before they are relayed, numbered 1, 2, 3... per session
+(docs/protocol.md#ordering-and-idempotency)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
-"""SPEC §2.4: offers expire after offer_timeout; declined or expired offers move on."""
+"""Offers expire after offer_timeout; declined or expired offers move on
+(docs/protocol.md#matching-and-offers)."""
 
 from __future__ import annotations
 

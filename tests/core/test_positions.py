@@ -1,4 +1,5 @@
-"""SPEC §2.9-2.10: waiting customers see their position and an estimated wait."""
+"""Waiting customers see their position and an estimated wait
+(docs/protocol.md#position-and-estimated-wait)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
-"""SPEC §2.8: the assigned engineer or a lead hands an active chat to another engineer."""
+"""The assigned engineer or a lead hands an active chat to another engineer
+(docs/protocol.md#transfers)."""
 
 from __future__ import annotations
 

@@ -1,5 +1,5 @@
-"""SPEC §7: engineers are warned as the oldest wait passes the warning threshold and the
-target, and told when the queue has recovered."""
+"""Engineers are warned as the oldest wait passes the warning threshold and the target,
+and told when the queue has recovered (docs/monitoring.md#on-the-consoles-queuealert)."""
 
 from __future__ import annotations
 

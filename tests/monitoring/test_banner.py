@@ -1,4 +1,5 @@
-"""SPEC §7: a lead's status banner reaches every widget live, and the next ones on connect."""
+"""A lead's status banner reaches every widget live, and the next ones on connect
+(docs/monitoring.md#status-banner)."""
 
 from __future__ import annotations
 

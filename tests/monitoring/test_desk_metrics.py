@@ -1,4 +1,5 @@
-"""SPEC §7: the desk's metrics have the right values after chats with known waits."""
+"""The desk's metrics have the right values after chats with known waits
+(docs/monitoring.md#metrics)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
-"""SPEC §7 over HTTP: /metrics for Prometheus and /api/stats for leads."""
+"""Monitoring over HTTP: /metrics for Prometheus (docs/monitoring.md#metrics) and /api/stats
+for leads (docs/monitoring.md#get-apistats)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
-"""SPEC §8-9: structured logs carry session ids, never tokens, passwords or message bodies."""
+"""Structured logs carry session ids, never tokens, passwords or message bodies
+(docs/monitoring.md#logs)."""
 
 from __future__ import annotations
 

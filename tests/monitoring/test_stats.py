@@ -1,4 +1,5 @@
-"""SPEC §7: the service level and the desk's numbers, from stored sessions."""
+"""The service level and the desk's numbers, from stored sessions
+(docs/monitoring.md#service-level)."""
 
 from __future__ import annotations
 

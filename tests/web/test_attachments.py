@@ -1,4 +1,5 @@
-"""Attachments end to end over real HTTP: upload, type rules, limits, download (SPEC §5)."""
+"""Attachments end to end over real HTTP: upload, type rules, limits, download
+(docs/attachments.md)."""
 
 from __future__ import annotations
 

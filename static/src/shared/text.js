@@ -1,5 +1,6 @@
-// Message bodies are plain text (SPEC §3): fenced code blocks become <pre><code>, inline
-// `code` and http(s) links are recognised, and everything else stays text.
+// Message bodies are plain text (docs/protocol.md#message): fenced code blocks become
+// <pre><code>, inline `code` and http(s) links are recognised, and everything else
+// stays text.
 import { h } from './dom.js';
 
 const FENCE = /```([\w+#.-]*)[^\S\n]*\n?([\s\S]*?)\n?```/g;

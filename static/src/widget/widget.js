@@ -1,6 +1,6 @@
 // The customer's chat widget: a launcher and a panel in a shadow root, one Socket.IO
 // connection to /customer, and a resume token in localStorage so that a reload or a dropped
-// network loses nothing (SPEC §3, §4).
+// network loses nothing (docs/embedding.md#reconnects-and-reloads).
 import { io } from 'socket.io-client';
 import { h, clear, show, uid, clientMsgId, icon, ICON_CLIP } from '../shared/dom.js';
 import { STRINGS, pickLanguage, waitText } from '../shared/i18n.js';
