@@ -17,7 +17,7 @@ from .core.clock import Clock
 from .core.desk import hash_token, new_token
 from .core.errors import BadRequest, RateLimited, Unauthorized
 from .core.models import Engineer, EngineerAccount, Role
-from .core.ports import Store
+from .core.ports import AccountStore
 
 _hasher = PasswordHasher()
 # A real hash to verify against when the email is unknown, so that timing does not tell
@@ -81,7 +81,7 @@ def validate_new_engineer(email: str, name: str, password: str) -> None:
 
 
 async def add_engineer(
-    store: Store, clock: Clock, email: str, name: str, password: str, role: Role,
+    store: AccountStore, clock: Clock, email: str, name: str, password: str, role: Role,
     passwords: PasswordHashing | None = None,
 ) -> Engineer:
     """Without ``passwords`` (the command line, outside a server) the hash is made on the
@@ -112,7 +112,7 @@ def account_key(email: str) -> str:
 
 
 async def login(
-    store: Store, clock: Clock, email: str, password: str, ttl: float,
+    store: AccountStore, clock: Clock, email: str, password: str, ttl: float,
     passwords: PasswordHashing,
 ) -> tuple[str, Engineer, float]:
     """A new API token for valid credentials of an enabled engineer, else Unauthorized
@@ -127,7 +127,7 @@ async def login(
     return token, account.engineer, now + ttl
 
 
-async def engineer_for_token(store: Store, clock: Clock, token: str) -> Engineer | None:
+async def engineer_for_token(store: AccountStore, clock: Clock, token: str) -> Engineer | None:
     if not token or len(token) > 512:
         return None
     return await store.engineer_for_token(hash_token(token), clock.now())

@@ -89,7 +89,7 @@ def create_app(
         history_rate_total=settings.history_rate_total,
     )
     sockets = Sockets(
-        desk, clock, limits, origin_checker(settings),
+        desk, clock, limits, origin_checker(settings), accounts=store,
         transport=TransportLimits.from_settings(settings),
     )
     sockets.sio.attach(app)

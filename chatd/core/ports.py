@@ -1,6 +1,10 @@
-"""What the desk needs from storage: whole operations, not SQL (docs/design.md#storage).
+"""What chatd needs from storage: whole operations, not SQL (docs/design.md#storage).
 
-Every backend (SQLite now) implements this protocol and passes tests/store's contract suite.
+The storage interface is cut into narrow ports, one per kind of record, so that each part
+of chatd names only what it uses (the desk: sessions and messages; the handoff worker: the
+outbox; logins: accounts; …). ``Store`` is all of them: every backend (SQLite now)
+implements it and passes tests/store's contract suite, whose files are cut the same way
+(``CONTRACT`` in tests/store/test_contract_protocol.py).
 """
 
 from __future__ import annotations
@@ -20,7 +24,7 @@ from .stats import SessionOutcome
 from .transcript import Handoff
 
 
-class Store(Protocol):
+class Lifecycle(Protocol):
     async def open(self) -> None:
         """Connect and apply migrations."""
         ...
@@ -33,7 +37,9 @@ class Store(Protocol):
         """True when the database answers and its schema is current."""
         ...
 
-    # Engineers and their API tokens.
+class AccountStore(Protocol):
+    """Engineers and their API tokens."""
+
     async def add_engineer(self, account: EngineerAccount) -> None:
         """Raises Conflict when the email is taken."""
         ...
@@ -60,7 +66,9 @@ class Store(Protocol):
         """The subset of ``token_hashes`` that engineer_for_token would still accept."""
         ...
 
-    # Sessions.
+class SessionStore(Protocol):
+    """Chats and the queue: sessions, their states, resume tokens and handle times."""
+
     async def create_session(
         self, session: Session, resume_token_hash: str, first: NewMessage | None
     ) -> Message | None:
@@ -108,7 +116,9 @@ class Store(Protocol):
         """Seconds from assignment to end of the latest answered sessions ended since ``since``."""
         ...
 
-    # Messages.
+class MessageStore(Protocol):
+    """A chat's messages, in seq order."""
+
     async def append_message(self, message: NewMessage) -> tuple[Message, bool]:
         """Store a message with the session's next seq; with a client_msg_id already stored
         for the session, return that message and False instead."""
@@ -118,7 +128,9 @@ class Store(Protocol):
         self, session_id: str, after_seq: int, limit: int
     ) -> list[Message]: ...
 
-    # Attachments (docs/attachments.md).
+class AttachmentStore(Protocol):
+    """Attachments' records (their files are chatd/files.py's; docs/attachments.md)."""
+
     async def add_attachment(
         self, attachment: AttachmentRecord, max_count: int, max_bytes: int
     ) -> None:
@@ -141,13 +153,16 @@ class Store(Protocol):
         """Forget an attachment whose announcement could not be stored."""
         ...
 
-    # The handoff outbox (docs/handoff.md). Rows are written by end_session and
-    # create_offline_ticket; these operations deliver and manage them.
+class OutboxStore(Protocol):
+    """The handoff outbox (docs/handoff.md). Rows are written by end_session and
+    create_offline_ticket; these operations deliver and manage them, and file tickets
+    left without a chat."""
+
     async def claim_handoffs(
         self, now: float, limit: int, lease: float, backends: Sequence[str]
     ) -> list[Handoff]:
-        """Take due pending rows of these backends: counts the attempt, marks the row in
-        flight and makes it due again only after ``lease`` seconds."""
+        """Take due pending rows of these backends, earliest due first: counts the attempt,
+        marks the row in flight and makes it due again only after ``lease`` seconds."""
         ...
 
     async def release_handoff_claims(self, now: float) -> int:
@@ -163,7 +178,8 @@ class Store(Protocol):
         status: int | None,
         response: str | None,
     ) -> bool:
-        """Mark delivered; store the ticket on the session unless it has one (True if so)."""
+        """Mark delivered; store the ticket on the session unless it has one (True if so).
+        This and the two below do nothing to a row that is no longer pending."""
         ...
 
     async def handoff_retry_later(
@@ -198,7 +214,8 @@ class Store(Protocol):
     async def session_handoffs(self, session_id: str) -> list[Handoff]: ...
 
     async def retry_handoff(self, handoff_id: str, now: float) -> Handoff:
-        """Make a failed row due now with a fresh horizon (Conflict if delivered)."""
+        """Make a failed (or waiting) row due now with a fresh horizon; a row in flight is
+        returned as it is; Conflict if delivered, NotFound if unknown."""
         ...
 
     async def retry_failed_handoffs(self, now: float) -> int: ...
@@ -218,7 +235,9 @@ class Store(Protocol):
         one transaction."""
         ...
 
-    # Monitoring (docs/monitoring.md).
+class StatsStore(Protocol):
+    """Monitoring (docs/monitoring.md): outcomes for the service level, the status banner."""
+
     async def session_outcomes(self, since: float) -> list[SessionOutcome]:
         """Chats (not offline tickets) first answered or closed after ``since``, for the
         service level."""
@@ -233,6 +252,17 @@ class Store(Protocol):
     ) -> None:
         """Post (or with ``text`` None, clear) the status banner."""
         ...
+
+
+class DeskStore(SessionStore, MessageStore, Protocol):
+    """What the desk uses: sessions and messages."""
+
+
+class Store(
+    Lifecycle, AccountStore, SessionStore, MessageStore, AttachmentStore, OutboxStore,
+    StatsStore, Protocol,
+):
+    """Every port: what a backend implements."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -41,15 +41,13 @@ MAX_TICKET_ATTACHMENTS = 20
 
 
 def file_dir(settings: Settings) -> Path:
-    """CHATD_HANDOFF_FILE_DIR, or a ``handoff`` folder beside the SQLite database."""
+    """CHATD_HANDOFF_FILE_DIR, or a ``handoff`` folder beside the database's data."""
     if settings.handoff_file_dir:
         return Path(settings.handoff_file_dir)
-    from ..store import StoreURLError, sqlite_path
+    from ..store import data_folder
 
-    try:
-        return Path(sqlite_path(settings.database_url)).parent / "handoff"
-    except StoreURLError:
-        return Path("var") / "handoff"
+    folder = data_folder(settings.database_url)
+    return Path(folder if folder is not None else "var") / "handoff"
 
 
 def policy_from(settings: Settings) -> RetryPolicy:

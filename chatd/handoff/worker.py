@@ -16,7 +16,7 @@ from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 from ..core.clock import Clock
-from ..core.ports import Store
+from ..core.ports import OutboxStore
 from ..core.transcript import Handoff, Transcript
 from ..tasks import cancel_and_wait
 from .base import Backend, DeliveryError, Job, PermanentError
@@ -32,7 +32,7 @@ TicketCallback = Callable[[str, dict[str, Any]], Awaitable[None]]
 class HandoffWorker:
     def __init__(
         self,
-        store: Store,
+        store: OutboxStore,
         backends: Mapping[str, Backend],
         clock: Clock,
         transcripts: TranscriptLoader,

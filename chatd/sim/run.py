@@ -27,7 +27,8 @@ from ..core.clock import FakeClock
 from ..core.desk import CUSTOMER_NS, ENGINEER_NS, Desk, DeskSettings, Effects
 from ..core.errors import DeskError
 from ..core.models import Customer, Engineer, EngineerAccount, EngineerStatus, Role, Tier
-from ..store.sqlite import SQLiteStore
+from ..core.ports import Store
+from ..store import store_from_url
 from .scenario import Scenario
 
 DRAIN_LIMIT = 6 * 3600.0  # after the last arrival, the queue is served for at most this
@@ -86,7 +87,7 @@ def legacy_estimate(position: int, capacity: int, handle_times: list[float],
 class Day:
     """The event loop of one simulated day."""
 
-    def __init__(self, scenario: Scenario, seed: int, store: SQLiteStore,
+    def __init__(self, scenario: Scenario, seed: int, store: Store,
                  forecast_every: float = 0.0) -> None:
         self.sc = scenario
         self.seed = seed
@@ -333,7 +334,9 @@ async def simulate(scenario: Scenario, seed: int, *, forecast_every: float = 0.0
                    folder: Path | None = None) -> DayResult:
     """Run ``scenario`` once with ``seed`` on a fresh SQLite database in a temporary folder."""
     with tempfile.TemporaryDirectory(prefix="chatd-sim-", dir=folder) as tmp:
-        store = SQLiteStore(Path(tmp) / "sim.db", synchronous="off")
+        # The default backend, through the same door as chatd serve; "normal": a
+        # simulated day need not survive a power cut.
+        store = store_from_url(f"sqlite:///{Path(tmp).resolve() / 'sim.db'}?synchronous=normal")
         await store.open()
         try:
             return await Day(scenario, seed, store, forecast_every).run()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from urllib.parse import parse_qs, unquote, urlsplit
 
 from ..core.ports import Store
@@ -25,6 +26,16 @@ def sqlite_path(url: str) -> str:
     if not path or path == ":memory:":
         raise StoreURLError("an sqlite URL needs a file path, e.g. sqlite:///var/chatd.db")
     return path
+
+
+def data_folder(url: str) -> str | None:
+    """The folder a backend keeps its data in, beside which chatd may keep files of its
+    own (the file handoff's transcripts): the SQLite database's folder; None for a backend
+    without one, or a URL that is not valid."""
+    try:
+        return os.path.dirname(sqlite_path(url)) or "."
+    except StoreURLError:
+        return None
 
 
 def check_url(url: str) -> None:

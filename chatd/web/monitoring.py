@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import hmac
 import logging
-from typing import Annotated, Any
+from typing import Annotated, Any, Protocol
 
 import msgspec
 from aiohttp import web
@@ -23,7 +23,7 @@ from ..core.desk import CUSTOMER_NS, ENGINEER_NS, Desk
 from ..core.errors import BadRequest, Forbidden, Unauthorized
 from ..core.models import Engineer, iso
 from ..core.observer import DeskObserver, Observers
-from ..core.ports import Store
+from ..core.ports import OutboxStore, StatsStore
 from ..core.stats import WINDOWS, QueueHistory, stats_report
 from ..handoff.service import HANDOFF
 from ..logs import DeskLog
@@ -42,6 +42,10 @@ METRICS_CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 LINK_MAX = 2000
 
 
+
+class MonitorStore(StatsStore, OutboxStore, Protocol):
+    """What the monitor reads: outcomes, the banner, and the outbox's counts."""
+
 class StatusPost(msgspec.Struct):
     """POST /api/status: a banner text, or null to clear it; an optional https link."""
 
@@ -55,7 +59,7 @@ class Monitor:
         settings: Settings,
         clock: Clock,
         desk: Desk,
-        store: Store,
+        store: MonitorStore,
         metrics: Metrics,
         *,
         webhook: AlertWebhook | None = None,

@@ -30,6 +30,7 @@ from ..core.desk import (
 )
 from ..core.errors import DeskError, Forbidden, RateLimited, TooLarge, Unauthorized
 from ..core.models import Customer, Engineer, EngineerStatus, Message
+from ..core.ports import AccountStore
 from ..core.ratelimit import KeyedLimiter, TokenBucket
 from ..tasks import cancel_and_wait
 from . import schemas as s
@@ -345,8 +346,10 @@ class EngineerConn:
 
 
 class EngineerNamespace(BaseNamespace):
-    def __init__(self, desk: Desk, clock: Clock, limits: Limits, emitter: Emitter) -> None:
+    def __init__(self, desk: Desk, clock: Clock, limits: Limits, emitter: Emitter,
+                 accounts: AccountStore) -> None:
         super().__init__("/" + ENGINEER_NS, desk, clock, limits, emitter)
+        self.accounts = accounts  # engineers' tokens, checked at connect
         self.conns: dict[str, EngineerConn] = {}
         self.handlers = {
             "engineer:status": (s.EngineerStatusChange, self.status),
@@ -370,7 +373,7 @@ class EngineerNamespace(BaseNamespace):
         token = creds.token or (
             cookie_token(environ.get("HTTP_COOKIE")) if self._cookie_allowed(environ) else None
         )
-        engineer = await engineer_for_token(self.desk.store, self.clock, token or "")
+        engineer = await engineer_for_token(self.accounts, self.clock, token or "")
         if engineer is None:
             raise _refuse("unauthorized", "log in first: the engineer token is missing or invalid")
         self.conns[sid] = EngineerConn(
@@ -502,8 +505,9 @@ class Sockets:
         desk: Desk,
         clock: Clock,
         limits: Limits,
-        allowed_origins: list[str],
+        allowed_origins: list[str] | Callable[[str | None, dict[str, Any]], bool],
         *,
+        accounts: AccountStore,
         tick_interval: float = 0.25,
         token_check_interval: float = 2.0,
         transport: TransportLimits | None = None,
@@ -528,7 +532,8 @@ class Sockets:
         self.desk = desk
         self.clock = clock
         self.customers = CustomerNamespace(desk, clock, limits, self.emitter)
-        self.engineers = EngineerNamespace(desk, clock, limits, self.emitter)
+        self.engineers = EngineerNamespace(desk, clock, limits, self.emitter, accounts)
+        self.accounts = accounts
         self.engineers.history_budget = self.customers.history_budget
         self.sio.register_namespace(self.customers)
         self.sio.register_namespace(self.engineers)
@@ -564,7 +569,7 @@ class Sockets:
             try:
                 hashes = {c.token_hash for c in self.engineers.conns.values()}
                 if hashes:
-                    live = await self.desk.store.live_tokens(hashes, self.clock.now())
+                    live = await self.accounts.live_tokens(hashes, self.clock.now())
                     await self.engineers.disconnect_tokens(hashes - live)
             except asyncio.CancelledError:
                 raise
