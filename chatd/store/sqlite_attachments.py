@@ -6,15 +6,13 @@ same transaction as the insert, so that concurrent uploads cannot pass them toge
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Sequence
-from typing import TYPE_CHECKING, Any, TypeVar
-
-import aiosqlite
+from collections.abc import Sequence
+from typing import Any
 
 from ..core.errors import Conflict, SessionClosed, TooLarge
 from ..core.ports import AttachmentRecord
-
-T = TypeVar("T")
+from .sqlite_base import SQLiteBase
+from .sqlite_writer import WriteConnection
 
 _COLUMNS = """
     id, session_id, uploader_role, uploader_id, filename, content_type, size, sha256,
@@ -39,23 +37,15 @@ def _record(r: Sequence[Any]) -> AttachmentRecord:
     )
 
 
-class SQLiteAttachments:
+class SQLiteAttachments(SQLiteBase):
     """Attachment operations; relies on SQLiteStore's writer and reader."""
-
-    if TYPE_CHECKING:
-
-        async def _write(self, op: Callable[[aiosqlite.Connection], Awaitable[T]]) -> T: ...
-
-        async def _one(self, sql: str, args: Sequence[Any] = ()) -> Any: ...
-
-        async def _all(self, sql: str, args: Sequence[Any] = ()) -> list[Any]: ...
 
     async def add_attachment(
         self, attachment: AttachmentRecord, max_count: int, max_bytes: int
     ) -> None:
         a = attachment
 
-        async def op(conn: aiosqlite.Connection) -> None:
+        async def op(conn: WriteConnection) -> None:
             cur = await conn.execute("SELECT state FROM sessions WHERE id = ?", (a.session_id,))
             row = await cur.fetchone()
             if row is None or row[0] not in ("waiting", "offered", "active"):
@@ -106,7 +96,7 @@ class SQLiteAttachments:
         return (int(row[0]), int(row[1])) if row else (0, 0)
 
     async def delete_attachment(self, attachment_id: str) -> None:
-        async def op(conn: aiosqlite.Connection) -> None:
+        async def op(conn: WriteConnection) -> None:
             await conn.execute("DELETE FROM attachments WHERE id = ?", (attachment_id,))
 
         await self._write(op)

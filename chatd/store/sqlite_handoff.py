@@ -11,16 +11,14 @@ from __future__ import annotations
 
 import json
 import uuid
-from collections.abc import Awaitable, Callable, Sequence
-from typing import TYPE_CHECKING, Any, TypeVar
-
-import aiosqlite
+from collections.abc import Sequence
+from typing import Any
 
 from ..core.errors import Conflict, NotFound
 from ..core.models import Message, NewMessage, Session
 from ..core.transcript import Handoff
-
-T = TypeVar("T")
+from .sqlite_base import SQLiteBase
+from .sqlite_writer import WriteConnection
 
 _COLUMNS = """
     id, session_id, backend, state, attempts, next_attempt_at, created_at, updated_at,
@@ -56,20 +54,8 @@ def _clip(text: str | None) -> str | None:
     return None if text is None else text[:MAX_RESPONSE]
 
 
-class SQLiteHandoffs:
+class SQLiteHandoffs(SQLiteBase):
     """Outbox operations; relies on SQLiteStore's writer, reader and message append."""
-
-    if TYPE_CHECKING:
-
-        async def _write(self, op: Callable[[aiosqlite.Connection], Awaitable[T]]) -> T: ...
-
-        async def _one(self, sql: str, args: Sequence[Any] = ()) -> Any: ...
-
-        async def _all(self, sql: str, args: Sequence[Any] = ()) -> list[Any]: ...
-
-        async def _append(
-            self, conn: aiosqlite.Connection, m: NewMessage, *, require_open: bool = True
-        ) -> tuple[Message, bool]: ...
 
     # ------------------------------------------------------------------ the worker's side
 
@@ -82,7 +68,7 @@ class SQLiteHandoffs:
             return []
         marks = ",".join("?" * len(names))
 
-        async def op(conn: aiosqlite.Connection) -> list[Handoff]:
+        async def op(conn: WriteConnection) -> list[Handoff]:
             cur = await conn.execute(
                 f"UPDATE handoffs SET attempts = attempts + 1, claimed_at = ?,"
                 f" next_attempt_at = ?, updated_at = ? WHERE id IN ("
@@ -99,7 +85,7 @@ class SQLiteHandoffs:
         """Make every claimed pending row due now: at start-up, these are deliveries that
         were in flight when the previous process died."""
 
-        async def op(conn: aiosqlite.Connection) -> int:
+        async def op(conn: WriteConnection) -> int:
             cur = await conn.execute(
                 "UPDATE handoffs SET claimed_at = NULL, next_attempt_at = ?, updated_at = ?"
                 " WHERE state = 'pending' AND claimed_at IS NOT NULL",
@@ -122,7 +108,7 @@ class SQLiteHandoffs:
         already has one. True when the session's ticket was set by this call."""
         ticket_json = json.dumps(ticket, separators=(",", ":")) if ticket else None
 
-        async def op(conn: aiosqlite.Connection) -> bool:
+        async def op(conn: WriteConnection) -> bool:
             cur = await conn.execute(
                 "UPDATE handoffs SET state = 'delivered', claimed_at = NULL, delivered_at = ?,"
                 " updated_at = ?, result = ?, ticket = ?, last_status = ?, last_response = ?,"
@@ -149,7 +135,7 @@ class SQLiteHandoffs:
         status: int | None,
         response: str | None,
     ) -> None:
-        async def op(conn: aiosqlite.Connection) -> None:
+        async def op(conn: WriteConnection) -> None:
             await conn.execute(
                 "UPDATE handoffs SET claimed_at = NULL, next_attempt_at = ?, updated_at = ?,"
                 " last_error = ?, last_status = ?, last_response = ?"
@@ -169,7 +155,7 @@ class SQLiteHandoffs:
     ) -> None:
         """Dead-letter a row: it stays, with the last answer, until an operator retries it."""
 
-        async def op(conn: aiosqlite.Connection) -> None:
+        async def op(conn: WriteConnection) -> None:
             await conn.execute(
                 "UPDATE handoffs SET state = 'failed', claimed_at = NULL, updated_at = ?,"
                 " last_error = ?, last_status = ?, last_response = ?"
@@ -236,7 +222,7 @@ class SQLiteHandoffs:
         """Make a failed (or waiting) row due now, with a fresh dead-letter horizon.
         NotFound when unknown, Conflict when already delivered."""
 
-        async def op(conn: aiosqlite.Connection) -> Handoff:
+        async def op(conn: WriteConnection) -> Handoff:
             cur = await conn.execute("SELECT state FROM handoffs WHERE id = ?", (handoff_id,))
             row = await cur.fetchone()
             if row is None:
@@ -262,7 +248,7 @@ class SQLiteHandoffs:
         return await self._write(op)
 
     async def retry_failed_handoffs(self, now: float) -> int:
-        async def op(conn: aiosqlite.Connection) -> int:
+        async def op(conn: WriteConnection) -> int:
             cur = await conn.execute(
                 "UPDATE handoffs SET state = 'pending', next_attempt_at = ?, requeued_at = ?,"
                 " updated_at = ? WHERE state = 'failed'",
@@ -290,7 +276,7 @@ class SQLiteHandoffs:
         c = session.customer
         now = session.ended_at if session.ended_at is not None else session.created_at
 
-        async def op(conn: aiosqlite.Connection) -> list[Message]:
+        async def op(conn: WriteConnection) -> list[Message]:
             await conn.execute(
                 "INSERT INTO sessions (id, state, topic, severity, customer_id, customer_name,"
                 " customer_email, customer_account, customer_tier, created_at, arrival_seq,"

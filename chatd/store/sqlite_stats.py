@@ -3,26 +3,15 @@
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Sequence
-from typing import TYPE_CHECKING, Any, TypeVar
-
-import aiosqlite
+from typing import Any
 
 from ..core.stats import SessionOutcome
+from .sqlite_base import SQLiteBase
+from .sqlite_writer import WriteConnection
 
-T = TypeVar("T")
 
-
-class SQLiteStats:
+class SQLiteStats(SQLiteBase):
     """Relies on SQLiteStore's writer and reader."""
-
-    if TYPE_CHECKING:
-
-        async def _write(self, op: Callable[[aiosqlite.Connection], Awaitable[T]]) -> T: ...
-
-        async def _one(self, sql: str, args: Sequence[Any] = ()) -> Any: ...
-
-        async def _all(self, sql: str, args: Sequence[Any] = ()) -> list[Any]: ...
 
     async def session_outcomes(self, since: float) -> list[SessionOutcome]:
         # Both times are indexed (sessions_first_assigned_at, sessions_ended_at): SQLite
@@ -57,7 +46,7 @@ class SQLiteStats:
     async def set_status_banner(
         self, text: str | None, link: str | None, now: float, by: str | None
     ) -> None:
-        async def op(conn: aiosqlite.Connection) -> None:
+        async def op(conn: WriteConnection) -> None:
             if text is None:
                 await conn.execute("DELETE FROM status_banner")
                 return

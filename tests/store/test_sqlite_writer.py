@@ -158,7 +158,7 @@ async def test_the_writer_survives_a_failing_rollback(
 ) -> None:
     # A broken disk can make even ROLLBACK fail. Every caller is still answered, nothing
     # is stored twice, and the writer goes on.
-    import chatd.store.sqlite as sqlite_module
+    import chatd.store.sqlite_writer as sqlite_module
 
     real = sqlite_module._rollback_sync
 
