@@ -24,7 +24,7 @@ from typing import Any
 from .store import StoreURLError, check_url
 
 MiB = 1024 * 1024
-# The attachment types chatd can recognise from their bytes (chatd/files.py, docs/attachments.md).
+# The attachment types chatd can recognise from their bytes (chatd/kinds.py, docs/attachments.md).
 UPLOAD_KINDS = ("png", "jpeg", "gif", "webp", "text", "gzip", "zip", "pdf")
 
 

@@ -1,14 +1,12 @@
-"""Attachments on disk: streamed uploads, type detection from the bytes, thumbnails and safe
+"""Attachments on disk: the upload folder, streamed uploads, thumbnails put in place and safe
 opening for downloads (docs/attachments.md).
 
 An upload is written chunk by chunk to a temporary file in the upload folder while its
 SHA-256 is computed and its bytes are checked, and is renamed to a random name only once it
 is complete and accepted; every other outcome removes the temporary file. File I/O and image
 decoding run on the folder's own threads, never on the default executor, and decodes take
-turns between chats (docs/security.md). The type is decided
-from the content alone: magic numbers (``filetype``), a strict text rule (UTF-8, no NUL, not
-markup or a script) and, for images, a full decode by Pillow. The customer's filename is
-display metadata: it is sanitised and must not contradict the content.
+turns between chats (docs/security.md). What a file is and the name it is shown under are
+decided in chatd/kinds.py; images are decoded in chatd/images.py.
 """
 
 from __future__ import annotations
@@ -16,7 +14,6 @@ from __future__ import annotations
 import asyncio
 import codecs
 import contextlib
-import functools
 import hashlib
 import logging
 import os
@@ -24,25 +21,30 @@ import queue
 import re
 import secrets
 import stat
-import struct
 import threading
 import time
-import unicodedata
-from collections import deque
-from collections.abc import Callable, Collection, Iterable
-from concurrent.futures import Future as ThreadFuture
+from collections.abc import Collection, Iterable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
-from typing import Any, BinaryIO, Generic, TypeVar
-from urllib.parse import quote, unquote
+from typing import Any, BinaryIO
 
 import aiofiles
 import aiofiles.os
-import filetype  # type: ignore[import-untyped]  # the package ships no type hints
 
-from .core.errors import BadRequest, DeskError, TooLarge
+from .core.errors import DeskError, TooLarge
+from .images import DECODE_WORKERS, make_thumbnail, private_opener
+
+# Where the rest of chatd, the tests and the benches have always found them.
+from .images import FairExecutor as FairExecutor
+from .kinds import KINDS as KINDS
+from .kinds import Kind as Kind
+from .kinds import content_disposition as content_disposition
+from .kinds import detect as detect
+from .kinds import display_name as display_name
+from .kinds import markup_problem as markup_problem
+from .kinds import text_verdict as text_verdict
 
 log = logging.getLogger(__name__)
 
@@ -51,14 +53,6 @@ MiB = 1024 * 1024
 # small enough that a few chunks in flight per upload cost nothing next to the cap.
 CHUNK_SIZE = 256 * 1024
 HEAD_SIZE = 8192  # what type detection looks at: magic numbers and leading markup
-THUMBNAIL_BOX = (320, 320)
-# Images are decoded in full to prove they are images and to make the thumbnail; beyond this
-# many pixels the decode alone would cost hundreds of MiB (an 8K screen is 33 megapixels).
-MAX_IMAGE_PIXELS = 40_000_000
-# Decodes run on this many threads of their own: each may take ~160 MiB at the pixel limit,
-# so this bounds their memory, and a second thread keeps one slow image from holding up
-# every other chat.
-DECODE_WORKERS = 2
 # Writes, fsyncs and opens of stored files: enough that a few slow fsyncs do not hold up
 # the writes of every other upload.
 FILE_IO_WORKERS = 8
@@ -69,13 +63,6 @@ STALE_TEMP_SECONDS = 3600.0
 _TEMP_PREFIX = ".upload-"
 _TEMP_SUFFIX = ".part"
 _STORED_NAME = re.compile(r"[0-9a-f]{32}(?:-thumb)?")
-_PERCENT_ESCAPE = re.compile(r"%[0-9A-Fa-f]{2}")
-
-
-class UnsupportedType(DeskError):
-    """The content is not one of the allowed types (HTTP 415)."""
-
-    code = "unsupported_type"
 
 
 class InsufficientStorage(DeskError):
@@ -84,251 +71,7 @@ class InsufficientStorage(DeskError):
     code = "insufficient_storage"
 
 
-@dataclass(frozen=True, slots=True)
-class Kind:
-    """One allowed type of attachment."""
-
-    name: str
-    label: str  # for people: "PNG image"
-    content_type: str  # served as this, whatever the client declared
-    extensions: tuple[str, ...]  # the first is added to names without an extension
-    image_format: str | None = None  # Pillow's name for it; images are shown inline
-
-    @property
-    def is_image(self) -> bool:
-        return self.image_format is not None
-
-
-TEXT_EXTENSIONS = (".txt", ".log", ".json", ".csv", ".xml", ".yaml", ".yml", ".har")
-
-KINDS: dict[str, Kind] = {
-    k.name: k
-    for k in (
-        Kind("png", "PNG image", "image/png", (".png",), "PNG"),
-        Kind("jpeg", "JPEG image", "image/jpeg", (".jpg", ".jpeg"), "JPEG"),
-        Kind("gif", "GIF image", "image/gif", (".gif",), "GIF"),
-        Kind("webp", "WebP image", "image/webp", (".webp",), "WEBP"),
-        Kind("text", "text file", "text/plain; charset=utf-8", TEXT_EXTENSIONS),
-        Kind("gzip", "gzip archive", "application/gzip", (".gz", ".tgz")),
-        Kind("zip", "zip archive", "application/zip", (".zip",)),
-        Kind("pdf", "PDF document", "application/pdf", (".pdf",)),
-    )
-}
-
-# filetype's answer for the allowed binary kinds; zip containers are matched by their own
-# magic number below, whatever filetype calls them (docx, epub, jar are zips too).
-_MIME_KINDS = {
-    "image/png": "png",
-    "image/apng": "png",
-    "image/jpeg": "jpeg",
-    "image/gif": "gif",
-    "image/webp": "webp",
-    "application/gzip": "gzip",
-    "application/zip": "zip",
-    "application/pdf": "pdf",
-}
-_ZIP_MAGIC = (b"PK\x03\x04", b"PK\x05\x06")
-
-# Markup a browser would render as a page or an image with scripts, were it ever served as
-# anything but text: the tags of the WHATWG MIME-sniffing rules for HTML, plus SVG and XSLT.
-_PAGE_TAGS = frozenset(
-    "html head body script iframe h1 div font table a style title b br p svg math object "
-    "embed frameset frame img link meta form base xsl:stylesheet stylesheet".split()
-)
-_DANGEROUS_NAMESPACES = ("http://www.w3.org/1999/xhtml", "http://www.w3.org/2000/svg")
-_FIRST_TAG = re.compile(r"<([a-z][a-z0-9:._-]*)")
-
-
-def describe_allowed(kinds: Collection[str]) -> str:
-    """The allowed types in words, for error messages and docs."""
-    parts: list[str] = []
-    images = [n for k, n in (("png", "PNG"), ("jpeg", "JPEG"), ("gif", "GIF"), ("webp", "WebP"))
-              if k in kinds]
-    if images:
-        parts.append(f"{_words(images)} images")
-    if "text" in kinds:
-        parts.append("text logs (.log, .txt, .json, .csv, .xml, .yaml, .har)")
-    archives = [a for k, a in (("gzip", ".gz"), ("gzip", ".tar.gz"), ("zip", ".zip"))
-                if k in kinds]
-    if archives:
-        parts.append(f"{_words(archives)} archives")
-    if "pdf" in kinds:
-        parts.append("PDF documents")
-    return "; ".join(parts) if parts else "nothing"
-
-
-def _words(items: list[str]) -> str:
-    return items[0] if len(items) == 1 else ", ".join(items[:-1]) + " or " + items[-1]
-
-
-def refuse(what: str, allowed: Collection[str]) -> UnsupportedType:
-    return UnsupportedType(
-        f"{what}. Allowed: {describe_allowed(allowed)}.",
-        allowed=[k for k in KINDS if k in allowed],
-    )
-
-
-# ---------------------------------------------------------------------- type detection
-
-
-def text_verdict(data: bytes, *, final: bool) -> bool:
-    """Whether ``data`` passes the strict text rule on its own (UTF-8, no NUL); with
-    ``final=False`` a multi-byte character cut at the end is forgiven."""
-    if b"\0" in data:
-        return False
-    try:
-        codecs.getincrementaldecoder("utf-8")().decode(data, final=final)
-    except UnicodeDecodeError:
-        return False
-    return True
-
-
-def markup_problem(head: bytes) -> str | None:
-    """What the start of a text file is, when it is a page, an SVG image or a script."""
-    text = head.decode("utf-8", "ignore").lstrip("\ufeff \t\r\n\f").lower()
-    if text.startswith("#!"):
-        return "scripts"
-    if not text.startswith("<"):
-        return None
-    page = "HTML pages and SVG images"
-    if "<?xml-stylesheet" in text or any(ns in text for ns in _DANGEROUS_NAMESPACES):
-        return page
-    # Skip the prolog (XML declaration, comments, doctype) to the first element. Each step
-    # only moves forward: linear in the size of the head whatever it holds.
-    i = 0
-    while True:
-        while i < len(text) and text[i] in " \t\r\n\f":
-            i += 1
-        if text.startswith("<?", i):
-            closer = "?>"
-        elif text.startswith("<!--", i):
-            closer = "-->"
-        elif text.startswith("<!", i):
-            closer = ">"
-        else:
-            break
-        end = text.find(closer, i + 2)
-        if closer == ">":
-            doctype = text[i : end if end >= 0 else len(text)]
-            if doctype.startswith("<!doctype") and ("html" in doctype or "svg" in doctype):
-                return page
-        if end < 0:
-            return None  # the prolog runs past the head: no element to judge
-        i = end + len(closer)
-    match = _FIRST_TAG.match(text, i)
-    if match is None:
-        return None
-    tag = match.group(1)
-    if tag in _PAGE_TAGS or tag.rsplit(":", 1)[-1] in _PAGE_TAGS:
-        return page
-    return None
-
-
-def detect(head: bytes, is_text: bool, allowed: Collection[str]) -> Kind:
-    """The kind of a file from its first bytes and whether all of it is text, or
-    UnsupportedType naming what it is and what is allowed."""
-    if not head:
-        raise BadRequest("the file is empty")
-    name: str | None = None
-    guess = filetype.guess(head)
-    if head.startswith(_ZIP_MAGIC):
-        name = "zip"
-    elif guess is not None and guess.mime in _MIME_KINDS:
-        name = _MIME_KINDS[guess.mime]
-    elif is_text:
-        problem = markup_problem(head)
-        if problem is not None:
-            raise refuse(f"{problem} cannot be attached", allowed)
-        name = "text"
-    if name is None:
-        if guess is not None:
-            raise refuse(
-                f"this file is a .{guess.extension} file ({guess.mime}), which cannot be "
-                "attached",
-                allowed,
-            )
-        raise refuse("this file is binary data of an unknown type, which cannot be attached",
-                     allowed)
-    if name not in allowed:
-        raise refuse(f"{KINDS[name].label}s are not accepted here", allowed)
-    return KINDS[name]
-
-
-# ---------------------------------------------------------------------- filenames
-
-
-def sanitize_filename(raw: str | None) -> str:
-    """A display name from the client's: the last path part only, without control or format
-    characters (such as right-to-left overrides), quotes, angle brackets or characters that
-    are reserved in file names; at most 150 characters. May be empty."""
-    name = raw or ""
-    if _PERCENT_ESCAPE.search(name):
-        # Browsers send '"', CR and LF as %22, %0D and %0A (WHATWG form encoding) and some
-        # clients escape every byte: decode before looking for path separators.
-        name = unquote(name, errors="replace")
-    name = unicodedata.normalize("NFC", name)
-    name = name.replace("\\", "/").rsplit("/", 1)[-1]
-    out = []
-    for ch in name:
-        if unicodedata.category(ch) in ("Cc", "Cf", "Cs", "Co", "Cn", "Zl", "Zp"):
-            continue
-        out.append("_" if ch in "\"'`<>:;|?*%" else ch)
-    name = re.sub(r"\s+", " ", "".join(out)).strip(" ._")
-    if len(name) > 150:
-        stem, dot, ext = name.rpartition(".")
-        if dot and 0 < len(ext) <= 16:
-            name = stem[: 149 - len(ext)].rstrip(" ._") + "." + ext
-        else:
-            name = name[:150].rstrip(" ._")
-    return name
-
-
-def _extension(name: str) -> str | None:
-    """The extension that says what a file is: ``app.log.1`` and ``app.log-20250101`` (log
-    rotation) are .log files; None when there is none."""
-    parts = name.lower().split(".")[1:]
-    while parts and re.fullmatch(r"\d+", parts[-1]):
-        parts.pop()
-    if not parts:
-        return None
-    return "." + re.sub(r"[-_]\d{6,14}$", "", parts[-1])
-
-
-_KNOWN_EXTENSIONS = {ext: kind for kind in KINDS.values() for ext in kind.extensions}
-
-
-def display_name(raw: str | None, kind: Kind, allowed: Collection[str]) -> str:
-    """The sanitised name to show and send in headers; refused when its extension says
-    another type than the content (an HTML page named .png) or a type that is not allowed."""
-    name = sanitize_filename(raw)
-    ext = _extension(name)
-    if ext is None:
-        return (name or "attachment") + kind.extensions[0]
-    if ext in kind.extensions:
-        return name
-    claimed = _KNOWN_EXTENSIONS.get(ext)
-    if claimed is not None:
-        raise refuse(
-            f"{name!r} is named like a {claimed.label} but its content is a {kind.label}",
-            allowed,
-        )
-    raise refuse(f"{ext} files cannot be attached", allowed)
-
-
-def content_disposition(filename: str, *, inline: bool) -> str:
-    """RFC 6266: an ASCII fallback for old clients, then the exact UTF-8 name."""
-    fallback = "".join(c if 32 <= ord(c) < 127 and c not in '"\\' else "_" for c in filename)
-    kind = "inline" if inline else "attachment"
-    return f"{kind}; filename=\"{fallback}\"; filename*=UTF-8''{quote(filename, safe='')}"
-
-
 # ---------------------------------------------------------------------- the upload folder
-
-
-def _private(path: str, flags: int) -> int:
-    # Uploads are the customers' data: readable by the server's user only, and never
-    # written through a symlink someone planted.
-    return os.open(path, flags | os.O_NOFOLLOW, 0o600)
 
 
 class _Digest(threading.Thread):
@@ -455,7 +198,7 @@ class Upload:
     async def __aenter__(self) -> Upload:
         self.owner.check_space()
         self._file = await aiofiles.open(
-            self._tmp, "xb", opener=_private, executor=self.owner.io
+            self._tmp, "xb", opener=private_opener, executor=self.owner.io
         )
         self._writer = asyncio.create_task(self._write_loop())
         self._digest = _Digest(asyncio.get_running_loop())
@@ -557,102 +300,6 @@ def _fsync_dir(folder: Path) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
-
-
-T = TypeVar("T")
-
-
-@dataclass(eq=False)
-class _Job(Generic[T]):
-    call: Callable[[], T]
-    future: asyncio.Future[T]
-    started: bool = False
-
-
-@dataclass(eq=False)
-class FairExecutor:
-    """Blocking jobs on a few threads of their own, taking turns between keys (chats).
-
-    Each key has its own line; a free thread takes the first job of the key whose turn it
-    is, and that key goes to the back. So a chat that sends twenty large images waits
-    behind its own images, while another chat's one image starts after at most one job of
-    each key ahead of it. A job whose caller went away before it started is dropped.
-    """
-
-    workers: int
-    name: str
-    _lines: dict[str, deque[_Job[Any]]] = field(default_factory=dict)  # in turn order
-    _running: int = 0
-    _pool: ThreadPoolExecutor | None = None
-    _loop: asyncio.AbstractEventLoop | None = None
-
-    def waiting(self, key: str | None = None) -> int:
-        """Jobs not yet started, of one key or of all."""
-        lines = self._lines.values() if key is None else [self._lines.get(key, deque())]
-        return sum(1 for line in lines for job in line if not job.future.done())
-
-    @property
-    def running(self) -> int:
-        return self._running
-
-    async def run(self, key: str, fn: Callable[..., T], *args: Any) -> T:
-        """``fn(*args)`` on one of the threads, in ``key``'s turn. Cancelled before it
-        started, the job is dropped; cancelled while it runs, this waits for it to end
-        (a thread cannot be stopped) and then lets the cancellation through."""
-        loop = self._loop = asyncio.get_running_loop()
-        job: _Job[T] = _Job(functools.partial(fn, *args), loop.create_future())
-        self._lines.setdefault(key, deque()).append(job)
-        self._dispatch()
-        try:
-            return await asyncio.shield(job.future)
-        except asyncio.CancelledError:
-            if job.started:
-                with contextlib.suppress(Exception):
-                    await job.future
-            else:
-                job.future.cancel()
-            raise
-
-    def _dispatch(self) -> None:
-        while self._running < self.workers and self._lines:
-            key = next(iter(self._lines))
-            line = self._lines.pop(key)
-            job = line.popleft()
-            if line:
-                self._lines[key] = line  # to the back: the next key's turn
-            if job.future.done():
-                continue
-            if self._pool is None:
-                self._pool = ThreadPoolExecutor(self.workers, thread_name_prefix=self.name)
-            job.started = True
-            self._running += 1
-            self._pool.submit(job.call).add_done_callback(
-                functools.partial(self._from_thread, job)
-            )
-
-    def _from_thread(self, job: _Job[Any], done: ThreadFuture[Any]) -> None:
-        assert self._loop is not None
-        with contextlib.suppress(RuntimeError):  # the loop is closed: nobody is waiting
-            self._loop.call_soon_threadsafe(self._finished, job, done)
-
-    def _finished(self, job: _Job[Any], done: ThreadFuture[Any]) -> None:
-        self._running -= 1
-        if not job.future.done():
-            if done.cancelled():
-                job.future.cancel()
-            elif (exc := done.exception()) is not None:
-                job.future.set_exception(exc)
-            else:
-                job.future.set_result(done.result())
-        self._dispatch()
-
-    def close(self) -> None:
-        for line in self._lines.values():
-            for job in line:
-                job.future.cancel()
-        self._lines.clear()
-        if self._pool is not None:
-            self._pool.shutdown(wait=False, cancel_futures=True)
 
 
 @dataclass(frozen=True, slots=True)
@@ -776,44 +423,3 @@ class UploadFolder:
             with contextlib.suppress(OSError):
                 os.close(fd)
             raise
-
-
-def make_thumbnail(source: Path, target: Path, kind: Kind, allowed: Collection[str]) -> str:
-    """Decode the image at ``source`` and write a thumbnail to ``target``; returns its content
-    type. Blocking (Pillow): run it in a thread."""
-    from PIL import Image, ImageOps, UnidentifiedImageError
-
-    assert kind.image_format is not None
-    invalid = f"this file is not a valid {kind.label}"
-    try:
-        with Image.open(source, formats=[kind.image_format]) as im:
-            width, height = im.size
-            if width * height > MAX_IMAGE_PIXELS:
-                raise TooLarge(
-                    f"the image is {width}x{height} pixels; at most "
-                    f"{MAX_IMAGE_PIXELS // 1_000_000} megapixels are accepted"
-                )
-            if kind.name == "jpeg":
-                im.draft("RGB", (THUMBNAIL_BOX[0] * 2, THUMBNAIL_BOX[1] * 2))
-            im.load()
-            upright = ImageOps.exif_transpose(im)
-            alpha = upright.mode in ("RGBA", "LA", "PA") or (
-                upright.mode == "P" and "transparency" in upright.info
-            )
-            frame = upright.convert("RGBA" if alpha else "RGB")
-            frame.thumbnail(THUMBNAIL_BOX)
-            # A new image holds pixels only: no EXIF, GPS, comments, profiles or trailers.
-            clean = Image.new(frame.mode, frame.size)
-            clean.paste(frame)
-    except (Image.DecompressionBombError, Image.DecompressionBombWarning):
-        raise TooLarge(
-            f"the image has too many pixels; at most {MAX_IMAGE_PIXELS // 1_000_000} "
-            "megapixels are accepted"
-        ) from None
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError, EOFError,
-            IndexError, struct.error):
-        raise refuse(invalid, allowed) from None
-    fmt, content_type = ("PNG", "image/png") if alpha else ("JPEG", "image/jpeg")
-    with open(target, "xb", opener=_private) as out:
-        clean.save(out, fmt, **({"quality": 80} if fmt == "JPEG" else {"optimize": True}))
-    return content_type

@@ -61,8 +61,12 @@ ALLOWED: dict[str, tuple[str, ...]] = {
     ),
     # Settings: checks the store URL and the webhook settings where they are defined.
     "chatd.config": ("chatd.handoff.webhook", "chatd.store"),
-    # Attachment streaming, type detection, thumbnails.
-    "chatd.files": ("chatd.core", "PIL", "aiofiles", "filetype"),
+    # Attachments on disk: the upload folder, streamed uploads, thumbnails put in place.
+    "chatd.files": ("chatd.core", "chatd.images", "chatd.kinds", "aiofiles"),
+    # What an attachment is: its type from the bytes, the name it is shown under.
+    "chatd.kinds": ("chatd.core", "filetype"),
+    # Image decoding (Pillow) and the fair executor decodes take turns on.
+    "chatd.images": ("chatd.core", "chatd.kinds", "PIL"),
     # Structured logs of desk events.
     "chatd.logs": ("chatd.core",),
     # Prometheus instruments.

@@ -12,20 +12,23 @@ the store's single writer orders messages and assigns their seq.
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import hmac
-import math
-import os
-import secrets
 from bisect import insort
 from collections import OrderedDict
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from typing import Any
 
+from . import ids
 from .alerts import QueueAlerts
-from .arrivals import ArrivalRate
 from .clock import Clock
+from .effects import CUSTOMER_NS as CUSTOMER_NS
+from .effects import ENGINEER_NS as ENGINEER_NS
+from .effects import ENGINEERS_ROOM as ENGINEERS_ROOM
+from .effects import Effects as Effects
+from .effects import Outbound as Outbound
+from .effects import customer_room as customer_room
+from .effects import ended_payload, relay, relay_end, to_other_side
+from .effects import engineer_room as engineer_room
 from .errors import (
     BadRequest,
     Conflict,
@@ -35,6 +38,10 @@ from .errors import (
     TooLarge,
     Unauthorized,
 )
+from .ids import RandomIds as RandomIds
+from .ids import hash_token as hash_token
+from .ids import new_token as new_token
+from .matching import choose_engineer
 from .models import (
     MAX_TEXT_LENGTH,
     QUEUED_STATES,
@@ -50,149 +57,25 @@ from .models import (
     Session,
     SessionState,
     Tier,
-    iso,
 )
 from .observer import DeskObserver, NullObserver
-from .ports import Store
-from .staffing import abandon_share, slots_needed
+from .ports import DeskStore
+from .presence import Offer, Presence
+from .queue import QueueView
+from .settings import DeskSettings as DeskSettings
 from .stats import LiveDesk
-from .waits import (
-    Observations,
-    Slots,
-    Wait,
-    Waiting,
-    WaitSettings,
-    WaitTable,
-    news,
-    predict,
-    wait_wire,
-)
+from .waits import WaitTable
+
+# The names above imported "as" themselves are re-exported: other modules long imported
+# them from here; they now live beside it (effects.py, ids.py).
 
 # Characters a message's wire form takes besides its body (ids, sender, times), roughly.
 _MESSAGE_FRAMING = 300
 # How far below the chat cap the desk's own count of a chat's messages is trusted without
 # asking the store (it does not see every system message).
 _CAP_SLACK = 64
-# The wait table is recomputed at least every twentieth of a handle time while customers
-# wait (chats in progress age, and so do the customers' chances), within these bounds in
-# seconds (docs/waits.md).
-WAIT_TABLE_AGE = (0.05, 5.0)
 
-CUSTOMER_NS = "customer"
-ENGINEER_NS = "engineer"
-ENGINEERS_ROOM = "engineers"
-
-
-def customer_room(session_id: str) -> str:
-    return f"session:{session_id}"
-
-
-def engineer_room(engineer_id: str) -> str:
-    return f"engineer:{engineer_id}"
-
-
-@dataclass(frozen=True, slots=True)
-class Outbound:
-    """One event to emit: to a room of a namespace, optionally not to the connection that
-    caused it (the sender already has the answer in its acknowledgement)."""
-
-    namespace: str
-    room: str
-    event: str
-    payload: dict[str, Any]
-    skip_origin: bool = False
-
-
-Effects = list[Outbound]
 Actor = Customer | Engineer
-
-
-@dataclass(frozen=True, slots=True)
-class DeskSettings:
-    offer_timeout: float = 30.0
-    grace: float = 60.0
-    wait_target: float = 300.0
-    wait_warning: float = 240.0
-    # The service level the staffing forecast aims at: this share answered within wait_target.
-    wait_objective: float = 0.9
-    default_capacity: int = 3
-    max_capacity: int = 20
-    default_handle_seconds: float = 600.0
-    handle_history: int = 200
-    position_interval: float = 2.0
-    queue_update_interval: float = 1.0
-    history_limit: int = 1000
-    # Text an answer with history carries (about, in characters of message bodies and their
-    # framing); past it the answer stops early with ``more``, so that one answer held for a
-    # client that does not read stays small (docs/security.md).
-    history_max_chars: int = 256 * 1024
-    handoff_backends: tuple[str, ...] = ()
-    # Customers' and engineers' messages a chat may hold; system messages (transfers, the
-    # end) still go in past it, so a full chat can be handed over and ended.
-    chat_max_messages: int = 5000
-    resume_token_ttl: float = 86_400.0  # how long a closed chat's resume token still works
-
-
-@dataclass(slots=True)
-class Offer:
-    session_id: str
-    engineer_id: str
-    made_at: float
-    expires_at: float
-    transfer_from: str | None = None
-
-
-@dataclass(slots=True)
-class Presence:
-    engineer: Engineer
-    capacity: int
-    last_assigned_at: float
-    last_offered_at: float = float("-inf")
-    status: EngineerStatus = EngineerStatus.AWAY
-    connections: int = 0
-    active: set[str] = field(default_factory=set)
-    offers: set[str] = field(default_factory=set)
-    gone_deadline: float | None = None
-    away_since: float | None = None  # when a connected engineer last went from available to away
-
-    def set_status(self, status: EngineerStatus, now: float) -> float | None:
-        """Change status; returns how long they were away when they come back from it."""
-        back = None
-        if status is EngineerStatus.AWAY and self.status is EngineerStatus.AVAILABLE:
-            self.away_since = now
-        elif status is EngineerStatus.AVAILABLE and self.away_since is not None:
-            back = now - self.away_since
-            self.away_since = None
-        self.status = status
-        return back
-
-    @property
-    def load(self) -> int:
-        return len(self.active) + len(self.offers)
-
-    @property
-    def online(self) -> bool:
-        return self.connections > 0
-
-    @property
-    def eligible(self) -> bool:
-        return (
-            self.connections > 0
-            and self.status is EngineerStatus.AVAILABLE
-            and self.load < self.capacity
-        )
-
-    def to_wire(self) -> dict[str, Any]:
-        return {
-            "id": self.engineer.id,
-            "name": self.engineer.name,
-            "role": self.engineer.role.value,
-            "status": self.status.value,
-            "online": self.online,
-            "capacity": self.capacity,
-            "active": len(self.active),
-            "offers": len(self.offers),
-        }
 
 
 class ResumeTokenExpired(Unauthorized):
@@ -201,46 +84,15 @@ class ResumeTokenExpired(Unauthorized):
     say why a token they recognised stopped working."""
 
 
-def hash_token(token: str) -> str:
-    return hashlib.sha256(token.encode()).hexdigest()
-
-
-def new_token() -> str:
-    return secrets.token_urlsafe(32)
-
-
-class RandomIds:
-    """Random (version 4) UUIDs as strings, as ``str(uuid.uuid4())`` makes them, with the
-    operating system's randomness read 4 KiB at a time: one system call per 256 ids
-    rather than one each. Each such call lets go of the GIL, and taking it back from the
-    database thread stalls the event loop, once per message."""
-
-    def __init__(self) -> None:
-        self._pool = b""
-        self._at = 0
-
-    def __call__(self) -> str:
-        at = self._at
-        if at + 16 > len(self._pool):
-            self._pool, at = os.urandom(4096), 0
-        self._at = at + 16
-        h = self._pool[at:at + 16].hex()
-        # the version (4) and variant (10xx) bits, as uuid.UUID(..., version=4) sets them
-        return (f"{h[:8]}-{h[8:12]}-4{h[13:16]}-{_VARIANT[h[16]]}{h[17:20]}-{h[20:]}")
-
-
-_VARIANT = {f"{n:x}": f"{8 + n % 4:x}" for n in range(16)}
-_new_id = RandomIds()
-
-
 class Desk:
     def __init__(
         self,
-        store: Store,
+        store: DeskStore,
         clock: Clock,
         settings: DeskSettings | None = None,
         *,
-        new_id: Callable[[], str] = _new_id,
+        new_id: Callable[[], str] = ids.new_id,
+        new_token: Callable[[], str] = ids.new_token,
         observer: DeskObserver | None = None,
     ) -> None:
         self.store = store
@@ -250,6 +102,7 @@ class Desk:
         self.alerts = QueueAlerts(self.settings.wait_warning, self.settings.wait_target,
                                   self.observer)
         self._new_id = new_id
+        self._new_token = new_token  # resume tokens (stored as their hash)
         self._lock = asyncio.Lock()
         self._sessions: dict[str, Session] = {}
         self._queue: list[Session] = []  # waiting and offered, in arrival order
@@ -259,21 +112,10 @@ class Desk:
         self._customer_conns: dict[str, int] = {}
         self._customer_gone: dict[str, float] = {}
         self._arrival_seq = 0
-        self.wait_settings = WaitSettings(
-            default_handle_seconds=self.settings.default_handle_seconds,
-            history=self.settings.handle_history,
-        )
-        self.observed = Observations(self.wait_settings)
-        self.arrivals = ArrivalRate(start=clock.now())
-        self._waits: WaitTable | None = None  # by position; None when it must be recomputed
-        self._waits_at = float("-inf")
-        # What the model said each waiting customer would wait when they joined (position,
-        # (mean, low, high)): their real wait calibrates the ranges (docs/waits.md).
-        self._told: dict[str, tuple[int, tuple[float, float, float]]] = {}
-        self._pos_sent: dict[str, tuple[int, Wait | None, float]] = {}
-        self._pos_dirty = False
-        self._queue_sent: tuple[int, str | None] | None = None
-        self._queue_sent_at = float("-inf")
+        self.view = QueueView(self.settings, clock, self._queue, self._sessions,
+                              self._engineers, self._offers)
+        self.observed = self.view.observed  # what the waits are learnt from
+        self.arrivals = self.view.arrivals
         self._unsaved: set[str] = set()  # sessions whose waiting/offered flip is not stored
         # Recently ended sessions, so that events about them answer session_closed without a
         # database read (bounded: older ones fall back to the store where that is async).
@@ -309,7 +151,7 @@ class Desk:
                     p = self._presence(session.engineer, now)
                     p.active.add(session.id)
                     p.gone_deadline = now + self.settings.grace
-            self._queue_changed()
+            self.view.changed()
             return []
 
     # ------------------------------------------------------------------ customers
@@ -355,7 +197,7 @@ class Desk:
                 arrival_seq=self._arrival_seq,
                 request_id=request_id,
             )
-            token = new_token()
+            token = self._new_token()
             first = None
             if message is not None:
                 first = NewMessage(
@@ -371,33 +213,21 @@ class Desk:
             self.observer.session_requested(session)
             self._sessions[session.id] = session
             insort(self._queue, session, key=lambda s: s.arrival_key)
-            # Joining at the tail changes nobody's wait ahead: the wait table stays.
-            self._pos_dirty = True
+            self.view.joined()
             fx: Effects = []
             self._match(now, fx)
             await self._persist_offers(fx)
-            position = self._position(session)
-            estimate = None
-            if position is not None:
-                if self._waits is not None and len(self._waits) < min(
-                    position, self.wait_settings.depth
-                ):
-                    self._waits = None  # sample this position too, not extend to it
-                table = self.wait_table()
-                if table is not None:
-                    estimate = table.at(position)
-                    self._told[session.id] = (position, table.model(position))
-                self._pos_sent[session.id] = (position, estimate, now)
-            self._flush_queue_update(now, fx)
+            position, estimate = self.view.told_on_joining(session, now)
+            self.view.flush_queue_update(now, fx)
             wire = session.to_wire(position=position, estimate=estimate)
             return wire, token, fx
 
     async def _answer_again(self, session: Session) -> tuple[dict[str, Any], str, Effects]:
-        token = new_token()
+        token = self._new_token()
         if not await self.store.set_resume_token_hash(session.id, hash_token(token)):
             raise SessionClosed("the session has ended")  # pragma: no cover - ended meanwhile
-        position = self._position(session)
-        wire = session.to_wire(position=position, estimate=self._estimate(position))
+        position = self.view.position(session)
+        wire = session.to_wire(position=position, estimate=self.view.estimate(position))
         return wire, token, []
 
     async def verify_resume_token(self, session_id: str, token: str) -> Session:
@@ -465,7 +295,7 @@ class Desk:
         self._saw_seq(session.id, msg.seq)
         self.observer.message_stored(msg.sender.role)
         fx: Effects = []
-        self._relay(session, msg, fx)
+        relay(session, msg, fx)
         return msg, fx
 
     # ------------------------------------------------------------------ both sides
@@ -503,7 +333,7 @@ class Desk:
         fx: Effects = []
         if created:
             self.observer.message_stored(msg.sender.role)
-            self._relay(session, msg, fx, skip_origin=True)
+            relay(session, msg, fx, skip_origin=True)
         return msg, created, fx
 
     async def _check_room(
@@ -555,7 +385,7 @@ class Desk:
         msg, _ = await self.store.append_message(message)
         self.observer.message_stored(msg.sender.role)
         fx: Effects = []
-        self._relay(session, msg, fx)
+        relay(session, msg, fx)
         return msg, fx
 
     async def history(
@@ -590,12 +420,12 @@ class Desk:
     def typing(self, actor: Actor, session_id: str, is_typing: bool) -> Effects:
         session = self._open_session_for(actor, session_id)
         payload = {"session_id": session_id, "role": _role(actor), "typing": is_typing}
-        return self._to_other_side(actor, session, "typing", payload)
+        return to_other_side(actor, session, "typing", payload)
 
     def mark_read(self, actor: Actor, session_id: str, seq: int) -> Effects:
         session = self._open_session_for(actor, session_id)
         payload = {"session_id": session_id, "role": _role(actor), "seq": seq}
-        return self._to_other_side(actor, session, "message:read", payload)
+        return to_other_side(actor, session, "message:read", payload)
 
     async def end(
         self, actor: Actor, session_id: str, resolution: str | None = None
@@ -637,7 +467,7 @@ class Desk:
         p.engineer = engineer
         p.connections += 1
         p.gone_deadline = None
-        self._queue_changed()
+        self.view.changed()
         return p.to_wire()
 
     async def engineer_disconnected(self, engineer_id: str) -> Effects:
@@ -655,10 +485,10 @@ class Desk:
                 self._revoke_offer(sid, "engineer_offline", fx)
             if p.active:
                 p.gone_deadline = now + self.settings.grace
-            self._queue_changed()
+            self.view.changed()
             self._match(now, fx)
             await self._persist_offers(fx)
-            self._flush_queue_update(now, fx)
+            self.view.flush_queue_update(now, fx)
             return fx
 
     async def set_status(
@@ -681,14 +511,14 @@ class Desk:
                     self._revoke_offer(sid, "engineer_away", fx)
             self._match(now, fx)
             await self._persist_offers(fx)
-            self._queue_changed()
+            self.view.changed()
             return p.to_wire(), fx
 
     def snapshot(self, engineer: Engineer) -> dict[str, Any]:
         now = self.clock.now()
         queue = []
         for i, s in enumerate(self._queue):
-            item = s.to_wire(position=i + 1, estimate=self._estimate(i + 1))
+            item = s.to_wire(position=i + 1, estimate=self.view.estimate(i + 1))
             item["waited_seconds"] = round(now - s.created_at, 1)
             offer = self._offers.get(s.id)
             if offer is not None and engineer.is_lead:
@@ -713,7 +543,7 @@ class Desk:
             "offers": offers,
             "me": me.to_wire() if me else None,
             "alert": self.alerts.current(),
-            **self._queue_stats(now),
+            **self.view.stats(now),
         }
 
     async def accept(
@@ -749,7 +579,7 @@ class Desk:
             self.observer.offer_resolved("accepted")
             self._match(now, fx)
             await self._persist_offers(fx)
-            self._flush_queue_update(now, fx)
+            self.view.flush_queue_update(now, fx)
             wire, messages, _ = await self._history_unlocked(session)
             return wire, messages, fx
 
@@ -817,10 +647,10 @@ class Desk:
                     await self._requeue_all(p, now, fx)
             self._match(now, fx)
             await self._persist_offers(fx)
-            self._flush_positions(now, fx)
-            self._flush_queue_update(now, fx)
+            self.view.flush_positions(now, fx)
+            self.view.flush_queue_update(now, fx)
             if alert := self.alerts.check(now, self._queue, self.engineers_online(),
-                                          self._longest_predicted(now)):
+                                          self.view.longest_predicted(now)):
                 fx.append(Outbound(ENGINEER_NS, ENGINEERS_ROOM, "queue:alert", alert))
             return fx
 
@@ -831,6 +661,18 @@ class Desk:
 
     def engineers_online(self) -> int:
         return sum(1 for p in self._engineers.values() if p.online)
+
+    def online_capacity(self) -> int:
+        return self.view.online_capacity()
+
+    def average_handle_seconds(self) -> float:
+        return self.view.average_handle_seconds()
+
+    def wait_table(self) -> WaitTable | None:
+        return self.view.wait_table()
+
+    def forecast(self) -> dict[str, Any]:
+        return self.view.forecast()
 
     def open_session_ids(self) -> list[str]:
         return list(self._sessions)
@@ -892,136 +734,9 @@ class Desk:
         self._authorize(actor, stored)
         raise SessionClosed("the session has ended")
 
-    def _position(self, session: Session) -> int | None:
-        if session.state not in QUEUED_STATES:
-            return None
-        # The queue is short next to the cost of a round trip; a linear scan is fine here,
-        # and positions for everyone are computed in one pass by _flush_positions.
-        for i, s in enumerate(self._queue):
-            if s is session:
-                return i + 1
-        return None  # pragma: no cover
-
-    def online_capacity(self) -> int:
-        return sum(
-            p.capacity
-            for p in self._engineers.values()
-            if p.online and p.status is EngineerStatus.AVAILABLE
-        )
-
-    def average_handle_seconds(self) -> float:
-        """The mean handle time the estimate uses (of the fitted log-normal)."""
-        return self.observed.mean_handle()
-
-    def wait_table(self) -> WaitTable | None:
-        """The predicted wait of every queue position (docs/waits.md): computed once for the
-        whole queue, again when the queue or the engineers changed (not when a customer
-        joins at the tail: that changes nobody's wait ahead) or as it ages
-        (``WAIT_TABLE_AGE``)."""
-        now = self.clock.now()
-        if self._waits is not None:
-            lo, hi = WAIT_TABLE_AGE
-            if now - self._waits_at < min(hi, max(lo, self.observed.mean_handle() / 50)):
-                return self._waits
-        slots = []
-        for p in self._engineers.values():
-            away_for = None
-            if p.status is not EngineerStatus.AVAILABLE:
-                if p.away_since is None:
-                    continue
-                away_for = now - p.away_since
-            if not p.online:
-                continue
-            ages = []
-            for sid in p.active:
-                s = self._sessions.get(sid)
-                if s is not None and s.assigned_at is not None:
-                    ages.append(max(0.0, now - s.assigned_at))
-            offers = tuple(
-                max(0.0, now - o.made_at)
-                for sid in p.offers
-                if (o := self._offers.get(sid)) is not None and o.transfer_from is None
-            )
-            slots.append(Slots(p.capacity, tuple(ages), offers, away_for))
-        queue = [
-            Waiting(
-                now - o.made_at
-                if (o := self._offers.get(s.id)) is not None and s.state is SessionState.OFFERED
-                else None
-            )
-            for s in self._queue[: self.wait_settings.depth]
-        ]
-        self._waits = predict(slots, queue, self.observed, self.wait_settings, now)
-        self._waits_at = now
-        return self._waits if self._waits is not None else None
-
-    def _estimate(self, position: int | None) -> Wait | None:
-        """The wait at ``position``; None when no engineer is available
-        (docs/waits.md)."""
-        if position is None:
-            return None
-        table = self.wait_table()
-        return table.at(position) if table is not None else None
-
-    def _longest_predicted(self, now: float) -> float | None:
-        """The longest wait anyone waiting is heading for: waited so far plus predicted;
-        without end (inf) while customers wait and no engineer is there to answer."""
-        if not self._queue:
-            return None
-        table = self.wait_table()
-        if table is None:
-            return math.inf
-        return max(
-            now - s.created_at + table.at(i + 1).seconds for i, s in enumerate(self._queue)
-        )
-
-    def forecast(self) -> dict[str, Any]:
-        """How many capacity slots the desk needs to answer ``wait_objective`` of customers
-        within ``wait_target``, now and over the next hour, from the live arrival rate and
-        the handle times and patience observed (docs/waits.md#staffing-forecast)."""
-        s = self.settings
-        now = self.clock.now()
-        handle = self.observed.mean_handle()
-        theta = self.observed.abandon_rate()
-        rates = {"now": self.arrivals.rate_now(now), "next_hour": self.arrivals.forecast(now, 3600)}
-        out: dict[str, Any] = {
-            "target_seconds": s.wait_target,
-            "objective": s.wait_objective,
-            "model": "erlang_a" if theta > 0 else "erlang_c",
-            "handle_seconds": round(handle, 1),
-            "patience_seconds": round(1 / theta, 1) if theta > 0 else None,
-            "default_capacity": s.default_capacity,
-            "slots_online": self.online_capacity(),
-            "engineers_online": self.engineers_online(),
-        }
-        for name, lam in rates.items():
-            slots = None
-            if lam is not None:
-                try:
-                    slots = slots_needed(lam, 1 / handle, s.wait_target, s.wait_objective,
-                                         theta or None)
-                except ValueError:  # past any desk this model can staff
-                    slots = None
-            leaving = None
-            if slots is not None and theta > 0 and lam:
-                leaving = round(abandon_share(slots, lam, 1 / handle, theta), 4)
-            out[name] = {
-                "arrivals_per_hour": None if lam is None else round(lam * 3600, 1),
-                "slots": slots,
-                "engineers": None if slots is None else -(-slots // s.default_capacity),
-                "abandon_share": leaving,
-            }
-        return out
-
-    def _queue_changed(self) -> None:
-        """Positions or slots changed: waits are recomputed and customers told."""
-        self._pos_dirty = True
-        self._waits = None
-        self._waits = None
-
     def _session_wire(self, session: Session) -> dict[str, Any]:
-        position = self._position(session) if session.id in self._sessions else None
-        return session.to_wire(position=position, estimate=self._estimate(position))
+        position = self.view.position(session) if session.id in self._sessions else None
+        return session.to_wire(position=position, estimate=self.view.estimate(position))
 
     async def _history_unlocked(
         self, session: Session
@@ -1057,30 +772,6 @@ class Desk:
             event=event,
         )
 
-    def _relay(
-        self, session: Session, msg: Message, fx: Effects, *, skip_origin: bool = False
-    ) -> None:
-        payload = {"session_id": session.id, "message": msg.to_wire()}
-        fx.append(
-            Outbound(CUSTOMER_NS, customer_room(session.id), "message:new", payload, skip_origin)
-        )
-        rooms = set()
-        if session.engineer is not None and session.state is SessionState.ACTIVE:
-            rooms.add(engineer_room(session.engineer.id))
-        if msg.sender.role == "lead" and msg.sender.id is not None:
-            rooms.add(engineer_room(msg.sender.id))
-        for room in sorted(rooms):
-            fx.append(Outbound(ENGINEER_NS, room, "message:new", payload, skip_origin))
-
-    def _to_other_side(
-        self, actor: Actor, session: Session, event: str, payload: dict[str, Any]
-    ) -> Effects:
-        if isinstance(actor, Customer):
-            if session.engineer is None or session.state is not SessionState.ACTIVE:
-                return []
-            return [Outbound(ENGINEER_NS, engineer_room(session.engineer.id), event, payload)]
-        return [Outbound(CUSTOMER_NS, customer_room(session.id), event, payload)]
-
     def _offer_payload(self, offer: Offer, now: float) -> dict[str, Any]:
         session = self._sessions[offer.session_id]
         payload: dict[str, Any] = {
@@ -1115,7 +806,7 @@ class Desk:
         )
         self._offers[session.id] = offer
         p.offers.add(session.id)
-        self._waits = None
+        self.view.stale()
         p.last_offered_at = now
         if transfer_from is None:
             session.state = SessionState.OFFERED
@@ -1149,18 +840,7 @@ class Desk:
                 break
             if session.state is not SessionState.WAITING or session.id in self._offers:
                 continue
-            declined = self._declined.get(session.id, set())
-            candidates = [p for p in eligible if p.engineer.id not in declined] or eligible
-            # "Longest without a new session" counts offers too, so that several waiting
-            # chats are spread over idle engineers instead of all going to the first one.
-            chosen = min(
-                candidates,
-                key=lambda p: (
-                    max(p.last_assigned_at, p.last_offered_at),
-                    p.last_offered_at,
-                    p.engineer.id,
-                ),
-            )
+            chosen = choose_engineer(eligible, self._declined.get(session.id, set()))
             self._make_offer(session, chosen, now, fx)
             if not chosen.eligible:
                 eligible.remove(chosen)
@@ -1169,7 +849,7 @@ class Desk:
         offer = self._offers.pop(session_id, None)
         if offer is None:
             return None
-        self._waits = None
+        self.view.stale()
         self.observer.offer_resolved(reason if reason in ("declined", "expired") else "withdrawn")
         p = self._engineers.get(offer.engineer_id)
         if p is not None:
@@ -1222,7 +902,7 @@ class Desk:
                 {**p.to_wire(), "reason": "offer_expired"},
             )
         )
-        self._queue_changed()
+        self.view.changed()
 
     async def _assign(
         self, session: Session, offer: Offer, engineer: Engineer, now: float, fx: Effects
@@ -1251,15 +931,14 @@ class Desk:
             self.observer.session_answered(session)
             self.observed.left_queue(now - session.created_at, abandoned=False)
             self.observed.started(session.id, now)
-            if (told := self._told.pop(session.id, None)) is not None:
-                self.observed.waited(told[0], told[1], now - session.created_at)
+            self.view.answered(session, now)
         self.observed.accepted(now - offer.made_at)
         self._offers.pop(session.id, None)
         self._declined.pop(session.id, None)
         self._queue.remove(session)
         self._customer_gone.pop(session.id, None)
-        self._pos_sent.pop(session.id, None)
-        self._queue_changed()
+        self.view.forget(session.id)
+        self.view.changed()
         p = self._presence(engineer, now)
         p.offers.discard(session.id)
         p.active.add(session.id)
@@ -1270,7 +949,7 @@ class Desk:
             Outbound(ENGINEER_NS, engineer_room(engineer.id), "session:assigned", assigned)
         )
         if msg is not None:
-            self._relay(session, msg, fx)
+            relay(session, msg, fx)
 
     async def _complete_transfer(
         self, session: Session, offer: Offer, engineer: Engineer, now: float, fx: Effects
@@ -1311,7 +990,7 @@ class Desk:
                 Outbound(ENGINEER_NS, engineer_room(old.id), "session:assigned", assigned)
             )
         if msg is not None:
-            self._relay(session, msg, fx)
+            relay(session, msg, fx)
             if old is not None:
                 fx.append(
                     Outbound(
@@ -1340,8 +1019,8 @@ class Desk:
             session.assigned_at = None
             await self.store.save_session_state(session)
             insort(self._queue, session, key=lambda s: s.arrival_key)
-            self._pos_sent.pop(session.id, None)
-            self._queue_changed()
+            self.view.forget(session.id)
+            self.view.changed()
             if self._customer_conns.get(sid, 0) == 0:
                 self._customer_gone[sid] = now + self.settings.grace
             msg, _ = await self.store.append_message(
@@ -1352,7 +1031,7 @@ class Desk:
                     {"type": "requeued", "engineer": gone.ref() if gone else None},
                 )
             )
-            self._relay(session, msg, fx)
+            relay(session, msg, fx)
             fx.append(
                 Outbound(
                     ENGINEER_NS,
@@ -1397,11 +1076,10 @@ class Desk:
             self._recently_closed.popitem(last=False)
         self._declined.pop(session.id, None)
         self._customer_gone.pop(session.id, None)
-        self._pos_sent.pop(session.id, None)
-        self._told.pop(session.id, None)
+        self.view.forget(session.id)
         if was_queued:
             self._queue.remove(session)
-            self._queue_changed()
+            self.view.changed()
         if session.engineer is not None:
             p = self._engineers.get(session.engineer.id)
             if p is not None:
@@ -1410,82 +1088,8 @@ class Desk:
             self.observed.left_queue(now - session.created_at, abandoned=True)
         if answered and session.assigned_at is not None:
             self.observed.ended(session.id, now)
-            self._queue_changed()
-        self._relay_end(session, msg, answered, fx)
-
-    def _relay_end(self, session: Session, msg: Message, answered: bool, fx: Effects) -> None:
-        ended: dict[str, Any] = {
-            "session_id": session.id,
-            "ended_by": session.ended_by,
-            "reason": session.end_reason.value if session.end_reason else None,
-        }
-        if session.resolution:
-            ended["resolution"] = session.resolution
-        if session.ticket:
-            ended["ticket"] = session.ticket
-        wire_msg = {"session_id": session.id, "message": msg.to_wire()}
-        fx.append(Outbound(CUSTOMER_NS, customer_room(session.id), "message:new", wire_msg))
-        fx.append(Outbound(CUSTOMER_NS, customer_room(session.id), "session:ended", ended))
-        if answered and session.engineer is not None:
-            room = engineer_room(session.engineer.id)
-            fx.append(Outbound(ENGINEER_NS, room, "message:new", wire_msg))
-            fx.append(Outbound(ENGINEER_NS, room, "session:ended", ended))
-
-    def _queue_stats(self, now: float) -> dict[str, Any]:
-        oldest = self._queue[0] if self._queue else None
-        return {
-            "length": len(self._queue),
-            "oldest_wait_seconds": round(now - oldest.created_at, 1) if oldest else 0,
-            "oldest_created_at": iso(oldest.created_at) if oldest else None,
-            "target_seconds": self.settings.wait_target,
-            "warning_seconds": self.settings.wait_warning,
-            "engineers_online": self.engineers_online(),
-        }
-
-    def _flush_queue_update(self, now: float, fx: Effects, *, force: bool = False) -> None:
-        oldest = self._queue[0].id if self._queue else None
-        state = (len(self._queue), oldest)
-        if state == self._queue_sent:
-            return
-        if not force and now - self._queue_sent_at < self.settings.queue_update_interval:
-            return
-        self._queue_sent = state
-        self._queue_sent_at = now
-        fx.append(Outbound(ENGINEER_NS, ENGINEERS_ROOM, "queue:update", self._queue_stats(now)))
-
-    def _flush_positions(self, now: float, fx: Effects) -> None:
-        """Tell each waiting customer their position and estimate when it changed, at most
-        once per ``position_interval`` each. One pass over the queue: O(n) per flush."""
-        if not self._pos_dirty:
-            return
-        table = self.wait_table()
-        least = self.observed.unit()
-        interval = self.settings.position_interval
-        pending = False
-        for i, session in enumerate(self._queue):
-            position = i + 1
-            estimate = table.at(position) if table is not None else None
-            last = self._pos_sent.get(session.id)
-            if last is not None and last[0] == position and not news(last[1], estimate, least):
-                continue
-            if last is not None and now - last[2] < interval:
-                pending = True
-                continue
-            self._pos_sent[session.id] = (position, estimate, now)
-            fx.append(
-                Outbound(
-                    CUSTOMER_NS,
-                    customer_room(session.id),
-                    "queue:position",
-                    {
-                        "session_id": session.id,
-                        "position": position,
-                        **wait_wire(estimate),
-                        "engineers_online": self.engineers_online(),
-                    },
-                )
-            )
-        self._pos_dirty = pending
+            self.view.changed()
+        relay_end(session, msg, answered, fx)
 
     async def ticket_known(self, session_id: str) -> Effects:
         """A ticket was filed for an ended session (docs/handoff.md#the-ticket-reference):
@@ -1493,14 +1097,7 @@ class Desk:
         session = await self.store.get_session(session_id)
         if session is None or session.ticket is None or session.is_open:
             return []
-        ended: dict[str, Any] = {
-            "session_id": session.id,
-            "ended_by": session.ended_by,
-            "reason": session.end_reason.value if session.end_reason else None,
-            "ticket": session.ticket,
-        }
-        if session.resolution:
-            ended["resolution"] = session.resolution
+        ended = ended_payload(session)
         fx = [Outbound(CUSTOMER_NS, customer_room(session.id), "session:ended", ended)]
         if session.engineer is not None:
             room = engineer_room(session.engineer.id)

@@ -6,7 +6,7 @@ import uuid
 
 import pytest
 
-from chatd.core.desk import RandomIds
+from chatd.core.ids import RandomIds
 from chatd.core.models import iso
 
 
@@ -28,7 +28,7 @@ def test_iso_is_the_same_string_every_time() -> None:
 
 def test_ids_are_what_uuid_makes_of_the_same_bytes(monkeypatch: pytest.MonkeyPatch) -> None:
     pool = bytes(k for k in range(256) for _ in range(16))  # id k: sixteen bytes k
-    monkeypatch.setattr("chatd.core.desk.os.urandom", lambda n: pool[:n])
+    monkeypatch.setattr("chatd.core.ids.os.urandom", lambda n: pool[:n])
     ids = RandomIds()
     for k in range(256):
         expected = uuid.UUID(bytes=pool[16 * k:16 * k + 16], version=4)
