@@ -67,7 +67,7 @@ from .stats import LiveDesk
 from .waits import WaitTable
 
 # The names above imported "as" themselves are re-exported: other modules long imported
-# them from here; they now live beside it (effects.py, ids.py).
+# them from here; they now live beside it (effects.py, ids.py, settings.py).
 
 # Characters a message's wire form takes besides its body (ids, sender, times), roughly.
 _MESSAGE_FRAMING = 300
