@@ -36,7 +36,7 @@ log = logging.getLogger(__name__)
 
 def desk_settings(settings: Settings) -> DeskSettings:
     """The desk's settings, as declared in ``Settings`` (``desk=`` names the field)."""
-    desk: DeskSettings = derive(settings, DeskSettings)
+    desk: DeskSettings = derive(settings, DeskSettings, via="desk")
     return desk
 
 

@@ -332,15 +332,16 @@ _PARSERS: dict[str, Callable[[Any], Any]] = {
 SECRETS = tuple(f.name for f in dataclasses.fields(Settings) if f.metadata["secret"])
 
 
-def derive(settings: Settings, cls: type[Any], **extra: Any) -> Any:
+def derive(settings: Settings, cls: type[Any], *, via: str | None = None,
+           **extra: Any) -> Any:
     """An instance of the dataclass ``cls`` from ``settings``: each of its fields from the
-    setting of the same name, or, for ``DeskSettings``, from the setting declared with
-    ``desk=<field>``; ``extra`` overrides. The settings are declared once, in
-    ``Settings``."""
+    setting of the same name, or with ``via``, from the setting declared with
+    ``<via>=<field>`` (``desk`` for ``DeskSettings``); ``extra`` overrides. The settings
+    are declared once, in ``Settings``."""
     names = {f.name for f in dataclasses.fields(cls)}
     values: dict[str, Any] = {}
     for f in dataclasses.fields(Settings):
-        target = f.metadata.get("desk") if cls.__name__ == "DeskSettings" else f.name
+        target = f.metadata.get(via) if via else f.name
         if target in names:
             values[target] = getattr(settings, f.name)
     return cls(**{**values, **extra})

@@ -68,6 +68,9 @@ class QueueView:
         self._pos_dirty = False
         self._queue_sent: tuple[int, str | None] | None = None
         self._queue_sent_at = float("-inf")
+        # The longest predicted wait's part that does not move with the clock, for the table
+        # and the queue (length, head) it was computed for.
+        self._longest: tuple[WaitTable, tuple[int, str], float] | None = None
 
     def engineers_online(self) -> int:
         return sum(1 for p in self.engineers.values() if p.online)
@@ -194,9 +197,14 @@ class QueueView:
         table = self.wait_table()
         if table is None:
             return math.inf
-        return max(
-            now - s.created_at + table.at(i + 1).seconds for i, s in enumerate(self.queue)
-        )
+        # max(now - created + predicted) = now + max(predicted - created): the second term
+        # changes only with the table or the queue, not with every tick.
+        key = (len(self.queue), self.queue[0].id)
+        if self._longest is None or self._longest[0] is not table or self._longest[1] != key:
+            self._longest = (table, key, max(
+                table.at(i + 1).seconds - s.created_at for i, s in enumerate(self.queue)
+            ))
+        return now + self._longest[2]
 
     def forecast(self) -> dict[str, Any]:
         """How many capacity slots the desk needs to answer ``wait_objective`` of customers
