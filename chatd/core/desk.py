@@ -7,19 +7,28 @@ through a ``Store`` before reporting it, and returns what must be told to whom a
 Concurrency: changes to the queue, offers and presence run under one asyncio lock, so that
 every matching decision sees a consistent desk. Sending a message does not take the lock:
 the store's single writer orders messages and assigns their seq.
+
+``Desk`` is the coordinator: it holds the lock and the live state, and its public methods
+are what the transport calls. It delegates to collaborators given that state explicitly:
+access.py (who may see a session, resume tokens), messages.py (a chat's messages),
+offers.py (matching and offers) and assignment.py (assigning, transferring, requeueing and
+ending chats).
 """
 
 from __future__ import annotations
 
 import asyncio
-import hmac
 from bisect import insort
 from collections import OrderedDict
 from collections.abc import Callable
 from typing import Any
 
 from . import ids
+from .access import Actor as Actor
+from .access import ResumeTokenExpired as ResumeTokenExpired
+from .access import SessionAccess, authorize, customer_sender
 from .alerts import QueueAlerts
+from .assignment import Assignment
 from .clock import Clock
 from .effects import CUSTOMER_NS as CUSTOMER_NS
 from .effects import ENGINEER_NS as ENGINEER_NS
@@ -27,25 +36,14 @@ from .effects import ENGINEERS_ROOM as ENGINEERS_ROOM
 from .effects import Effects as Effects
 from .effects import Outbound as Outbound
 from .effects import customer_room as customer_room
-from .effects import ended_payload, relay, relay_end, to_other_side
 from .effects import engineer_room as engineer_room
-from .errors import (
-    BadRequest,
-    Conflict,
-    Forbidden,
-    NotFound,
-    SessionClosed,
-    TooLarge,
-    Unauthorized,
-)
+from .errors import BadRequest, Conflict, NotFound, SessionClosed
 from .ids import RandomIds as RandomIds
 from .ids import hash_token as hash_token
 from .ids import new_token as new_token
-from .matching import choose_engineer
+from .messages import Messages
 from .models import (
-    MAX_TEXT_LENGTH,
     QUEUED_STATES,
-    SYSTEM_SENDER,
     Customer,
     EndReason,
     Engineer,
@@ -53,12 +51,11 @@ from .models import (
     Message,
     MessageKind,
     NewMessage,
-    Sender,
     Session,
     SessionState,
-    Tier,
 )
 from .observer import DeskObserver, NullObserver
+from .offers import OfferBook
 from .ports import DeskStore
 from .presence import Offer, Presence
 from .queue import QueueView
@@ -67,21 +64,7 @@ from .stats import LiveDesk
 from .waits import WaitTable
 
 # The names above imported "as" themselves are re-exported: other modules long imported
-# them from here; they now live beside it (effects.py, ids.py, settings.py).
-
-# Characters a message's wire form takes besides its body (ids, sender, times), roughly.
-_MESSAGE_FRAMING = 300
-# How far below the chat cap the desk's own count of a chat's messages is trusted without
-# asking the store (it does not see every system message).
-_CAP_SLACK = 64
-
-Actor = Customer | Engineer
-
-
-class ResumeTokenExpired(Unauthorized):
-    """The right resume token of a chat that closed longer ago than its lifetime. The code
-    stays ``unauthorized``; the type lets paths that hide whether something exists still
-    say why a token they recognised stopped working."""
+# them from here; they now live beside it (access.py, effects.py, ids.py, settings.py).
 
 
 class Desk:
@@ -116,13 +99,26 @@ class Desk:
                               self._engineers, self._offers)
         self.observed = self.view.observed  # what the waits are learnt from
         self.arrivals = self.view.arrivals
-        self._unsaved: set[str] = set()  # sessions whose waiting/offered flip is not stored
         # Recently ended sessions, so that events about them answer session_closed without a
         # database read (bounded: older ones fall back to the store where that is async).
         self._recently_closed: OrderedDict[str, Session] = OrderedDict()
-        # The highest seq seen per open chat (a lower bound: system messages are not
-        # counted here), so that the chat cap reads the store only near the cap.
-        self._seq_seen: dict[str, int] = {}
+        # The collaborators the desk delegates to, each given the live state it works on.
+        self.access = SessionAccess(store, clock, self.settings, self.view, self._sessions,
+                                    self._recently_closed)
+        self.messages = Messages(store, clock, self.settings, self.observer, new_id,
+                                 self._sessions, self.access)
+        self.offer_book = OfferBook(
+            store, clock, self.settings, self.observer, self.view,
+            sessions=self._sessions, queue=self._queue, engineers=self._engineers,
+            offers=self._offers, declined=self._declined,
+        )
+        self.assignment = Assignment(
+            store, clock, self.settings, self.observer, self.view,
+            sessions=self._sessions, queue=self._queue, engineers=self._engineers,
+            customer_conns=self._customer_conns, customer_gone=self._customer_gone,
+            recently_closed=self._recently_closed, offer_book=self.offer_book,
+            messages=self.messages, presence=self._presence,
+        )
 
     # ------------------------------------------------------------------ start-up
 
@@ -204,7 +200,7 @@ class Desk:
                     id=self._new_id(),
                     session_id=session.id,
                     ts=now,
-                    sender=_customer_sender(customer),
+                    sender=customer_sender(customer),
                     kind=MessageKind.TEXT,
                     body=message,
                     client_msg_id=client_msg_id,
@@ -215,8 +211,8 @@ class Desk:
             insort(self._queue, session, key=lambda s: s.arrival_key)
             self.view.joined()
             fx: Effects = []
-            self._match(now, fx)
-            await self._persist_offers(fx)
+            self.offer_book.match(now, fx)
+            await self.offer_book.persist(fx)
             position, estimate = self.view.told_on_joining(session, now)
             self.view.flush_queue_update(now, fx)
             wire = session.to_wire(position=position, estimate=estimate)
@@ -232,23 +228,8 @@ class Desk:
 
     async def verify_resume_token(self, session_id: str, token: str) -> Session:
         """The session a resume token opens: its chat while open, and for
-        ``resume_token_ttl`` seconds after it closed; Unauthorized otherwise.
-
-        Every path that accepts a resume token comes through here, so that a token copied
-        out of a browser stops being worth anything a bounded time after its chat."""
-        stored = await self.store.resume_token_hash(session_id)
-        if stored is None or not hmac.compare_digest(stored, hash_token(token)):
-            raise Unauthorized("invalid session id or resume token")
-        session = self._sessions.get(session_id) or await self.store.get_session(session_id)
-        if session is None:  # pragma: no cover - a token exists only with its session
-            raise Unauthorized("invalid session id or resume token")
-        if not session.is_open:
-            closed_at = session.ended_at if session.ended_at is not None else session.created_at
-            if self.clock.now() >= closed_at + self.settings.resume_token_ttl:
-                raise ResumeTokenExpired(
-                    "this chat's resume token has expired; start a new chat"
-                )
-        return session
+        ``resume_token_ttl`` seconds after it closed; Unauthorized otherwise."""
+        return await self.access.verify_resume_token(session_id, token)
 
     def customer_connected(self, session_id: str) -> None:
         self._customer_conns[session_id] = self._customer_conns.get(session_id, 0) + 1
@@ -272,31 +253,8 @@ class Desk:
         phone: str | None,
         note: str | None,
     ) -> tuple[Message, Effects]:
-        session = self._open_session_for(customer, session_id)
-        if kind == "phone":
-            if customer.tier is Tier.STANDARD:
-                raise Forbidden("phone calls are part of the premier and concierge tiers")
-            if not phone:
-                raise BadRequest("phone: a number to call is required for a phone call")
-            text = f"{customer.name} asked for a phone call at {phone}"
-        else:
-            text = f"{customer.name} asked for a screen share"
-        if note:
-            text += f": {note}"
-        event: dict[str, Any] = {"type": "escalation", "kind": kind}
-        if phone:
-            event["phone"] = phone
-        if note:
-            event["note"] = note
-        await self._check_room(session.id)
-        msg, _ = await self.store.append_message(
-            self._system_message(session.id, text, event, sender=_customer_sender(customer))
-        )
-        self._saw_seq(session.id, msg.seq)
-        self.observer.message_stored(msg.sender.role)
-        fx: Effects = []
-        relay(session, msg, fx)
-        return msg, fx
+        """A customer's request for a phone call or a screen share, as a system message."""
+        return await self.messages.escalate(customer, session_id, kind, phone, note)
 
     # ------------------------------------------------------------------ both sides
 
@@ -305,127 +263,31 @@ class Desk:
     ) -> tuple[Message, bool, Effects]:
         """Store a text message, then relay it. A retried client_msg_id returns the stored
         message and relays nothing."""
-        if not body.strip():
-            raise BadRequest("body must not be empty")
-        if len(body) > MAX_TEXT_LENGTH:
-            raise BadRequest(f"body is longer than {MAX_TEXT_LENGTH} characters")
-        session = self._sessions.get(session_id)
-        if session is None:
-            await self._raise_closed_or_missing(actor, session_id)
-            raise AssertionError("unreachable")
-        self._authorize(actor, session)
-        if isinstance(actor, Engineer) and session.state is not SessionState.ACTIVE:
-            raise Conflict("the session is not assigned yet")
-        if (again := await self._check_room(session_id, actor, client_msg_id)) is not None:
-            return again, False, []
-        msg, created = await self.store.append_message(
-            NewMessage(
-                id=self._new_id(),
-                session_id=session_id,
-                ts=self.clock.now(),
-                sender=_sender(actor),
-                kind=MessageKind.TEXT,
-                body=body,
-                client_msg_id=client_msg_id,
-            )
-        )
-        self._saw_seq(session_id, msg.seq)
-        fx: Effects = []
-        if created:
-            self.observer.message_stored(msg.sender.role)
-            relay(session, msg, fx, skip_origin=True)
-        return msg, created, fx
-
-    async def _check_room(
-        self, session_id: str, actor: Actor | None = None, client_msg_id: str | None = None
-    ) -> Message | None:
-        """Refuse (TooLarge) a customer's or engineer's message to a chat that holds
-        ``chat_max_messages`` already. A retry of a message stored before the chat filled up
-        gets that message back (returned here) rather than the refusal."""
-        cap = self.settings.chat_max_messages
-        seen = self._seq_seen.get(session_id)
-        if seen is not None and seen < cap - _CAP_SLACK:
-            return None
-        # Unknown here (e.g. after a restart) or near the cap: ask the store whether the
-        # chat has a message numbered ``cap`` (seqs are gap-free, so that is the count).
-        if seen is None or seen < cap:
-            past = await self.store.messages_after(session_id, cap - 1, 1)
-            if not past:
-                return None
-            self._saw_seq(session_id, past[0].seq)
-        if actor is not None and client_msg_id is not None:
-            who = _sender(actor)
-            tail = await self.store.messages_after(
-                session_id, max(0, cap - _CAP_SLACK), 2 * _CAP_SLACK
-            )
-            for m in tail:
-                if m.client_msg_id == client_msg_id and (m.sender.role, m.sender.id) == (
-                    who.role, who.id
-                ):
-                    return m
-        raise TooLarge(
-            f"this chat has reached its limit of {cap} messages; start a new chat to go on",
-            limit=cap,
-        )
-
-    def _saw_seq(self, session_id: str, seq: int) -> None:
-        if seq > self._seq_seen.get(session_id, 0):
-            self._seq_seen[session_id] = seq
-        if len(self._seq_seen) > 2 * len(self._sessions) + 64:
-            # ended chats' entries, dropped in bulk now and then rather than on every end
-            self._seq_seen = {k: v for k, v in self._seq_seen.items() if k in self._sessions}
+        return await self.messages.send_message(actor, session_id, client_msg_id, body)
 
     async def post_message(self, actor: Actor, message: NewMessage) -> tuple[Message, Effects]:
         """Store and relay a message built elsewhere (e.g. an attachment) in an open session."""
-        session = self._sessions.get(message.session_id)
-        if session is None:
-            await self._raise_closed_or_missing(actor, message.session_id)
-            raise AssertionError("unreachable")
-        self._authorize(actor, session)
-        msg, _ = await self.store.append_message(message)
-        self.observer.message_stored(msg.sender.role)
-        fx: Effects = []
-        relay(session, msg, fx)
-        return msg, fx
+        return await self.messages.post_message(actor, message)
 
     async def history(
         self, actor: Actor, session_id: str, after_seq: int = 0
     ) -> tuple[dict[str, Any], list[Message], bool]:
         """The session and its messages after ``after_seq`` (open or closed sessions)."""
-        session = self._sessions.get(session_id) or await self.store.get_session(session_id)
-        if session is None:
-            raise NotFound("no such session")
-        self._authorize(actor, session)
-        messages = await self.store.messages_after(
-            session_id, after_seq, self.settings.history_limit + 1
-        )
-        return (self._session_wire(session), *self._page(messages))
+        return await self.messages.history(actor, session_id, after_seq)
 
     def session_for(self, actor: Actor, session_id: str) -> Session | None:
         """The open session, if the actor may see it (None when closed or unknown)."""
-        session = self._sessions.get(session_id)
-        if session is None:
-            return None
-        self._authorize(actor, session)
-        return session
+        return self.access.session_for(actor, session_id)
 
     async def find_session(self, actor: Actor, session_id: str) -> Session:
         """Any session (open or closed) the actor may see, else NotFound/Forbidden."""
-        session = self._sessions.get(session_id) or await self.store.get_session(session_id)
-        if session is None:
-            raise NotFound("no such session")
-        self._authorize(actor, session)
-        return session
+        return await self.access.find_session(actor, session_id)
 
     def typing(self, actor: Actor, session_id: str, is_typing: bool) -> Effects:
-        session = self._open_session_for(actor, session_id)
-        payload = {"session_id": session_id, "role": _role(actor), "typing": is_typing}
-        return to_other_side(actor, session, "typing", payload)
+        return self.messages.typing(actor, session_id, is_typing)
 
     def mark_read(self, actor: Actor, session_id: str, seq: int) -> Effects:
-        session = self._open_session_for(actor, session_id)
-        payload = {"session_id": session_id, "role": _role(actor), "seq": seq}
-        return to_other_side(actor, session, "message:read", payload)
+        return self.messages.mark_read(actor, session_id, seq)
 
     async def end(
         self, actor: Actor, session_id: str, resolution: str | None = None
@@ -433,18 +295,18 @@ class Desk:
         async with self._lock:
             session = self._sessions.get(session_id)
             if session is None:
-                await self._raise_closed_or_missing(actor, session_id)
+                await self.access.raise_closed_or_missing(actor, session_id)
                 raise AssertionError("unreachable")
-            self._authorize(actor, session)
+            authorize(actor, session)
             fx: Effects = []
             if isinstance(actor, Customer):
                 if session.state in QUEUED_STATES:
-                    await self._end(
+                    await self.assignment.end(
                         session, SessionState.ABANDONED, EndReason.CANCELLED, "customer", fx,
                         f"{actor.name} left the queue",
                     )
                 else:
-                    await self._end(
+                    await self.assignment.end(
                         session, SessionState.ENDED, EndReason.CUSTOMER_ENDED, "customer", fx,
                         f"{actor.name} ended the chat",
                     )
@@ -452,13 +314,18 @@ class Desk:
                 if session.state is not SessionState.ACTIVE and not actor.is_lead:
                     raise Conflict("only an active session can be ended by its engineer")
                 session.resolution = resolution
-                await self._end(
+                await self.assignment.end(
                     session, SessionState.ENDED, EndReason.ENGINEER_ENDED, "engineer", fx,
                     f"{actor.name} ended the chat",
                 )
-            self._match(self.clock.now(), fx)
-            await self._persist_offers(fx)
-            return self._session_wire(session), fx
+            self.offer_book.match(self.clock.now(), fx)
+            await self.offer_book.persist(fx)
+            return self.access.session_wire(session), fx
+
+    async def ticket_known(self, session_id: str) -> Effects:
+        """A ticket was filed for an ended session (docs/handoff.md#the-ticket-reference):
+        ``session:ended`` again, now with ``ticket``, to its customer and engineer."""
+        return await self.assignment.ticket_known(session_id)
 
     # ------------------------------------------------------------------ engineers
 
@@ -482,12 +349,12 @@ class Desk:
             p.away_since = None  # gone, not on a break: the wait does not count on them
             now = self.clock.now()
             for sid in list(p.offers):
-                self._revoke_offer(sid, "engineer_offline", fx)
+                self.offer_book.revoke(sid, "engineer_offline", fx)
             if p.active:
                 p.gone_deadline = now + self.settings.grace
             self.view.changed()
-            self._match(now, fx)
-            await self._persist_offers(fx)
+            self.offer_book.match(now, fx)
+            await self.offer_book.persist(fx)
             self.view.flush_queue_update(now, fx)
             return fx
 
@@ -508,9 +375,9 @@ class Desk:
                 self.observed.came_back(away)
             if status is EngineerStatus.AWAY:
                 for sid in list(p.offers):
-                    self._revoke_offer(sid, "engineer_away", fx)
-            self._match(now, fx)
-            await self._persist_offers(fx)
+                    self.offer_book.revoke(sid, "engineer_away", fx)
+            self.offer_book.match(now, fx)
+            await self.offer_book.persist(fx)
             self.view.changed()
             return p.to_wire(), fx
 
@@ -525,13 +392,13 @@ class Desk:
                 item["offered_to"] = offer.engineer_id
             queue.append(item)
         mine = [
-            self._session_wire(s)
+            self.access.session_wire(s)
             for s in self._sessions.values()
             if s.state is SessionState.ACTIVE
             and (s.engineer is not None and s.engineer.id == engineer.id)
         ]
         offers = [
-            self._offer_payload(o, now)
+            self.offer_book.offer_payload(o, now)
             for o in self._offers.values()
             if o.engineer_id == engineer.id
         ]
@@ -564,7 +431,7 @@ class Desk:
                     and session.engineer.id == engineer.id
                 ):
                     # Accepting twice (e.g. from two tabs) is answered like the first time.
-                    wire, messages, _ = await self._history_unlocked(session)
+                    wire, messages, _ = await self.messages.history_unlocked(session)
                     return wire, messages, []
                 raise Conflict("this session is not offered to you (any more)")
             now = self.clock.now()
@@ -573,14 +440,14 @@ class Desk:
                 raise Conflict("the offer has expired")
             fx: Effects = []
             if offer.transfer_from is not None:
-                await self._complete_transfer(session, offer, engineer, now, fx)
+                await self.assignment.complete_transfer(session, offer, engineer, now, fx)
             else:
-                await self._assign(session, offer, engineer, now, fx)
+                await self.assignment.assign(session, offer, engineer, now, fx)
             self.observer.offer_resolved("accepted")
-            self._match(now, fx)
-            await self._persist_offers(fx)
+            self.offer_book.match(now, fx)
+            await self.offer_book.persist(fx)
             self.view.flush_queue_update(now, fx)
-            wire, messages, _ = await self._history_unlocked(session)
+            wire, messages, _ = await self.messages.history_unlocked(session)
             return wire, messages, fx
 
     async def decline(self, engineer: Engineer, session_id: str) -> Effects:
@@ -590,9 +457,9 @@ class Desk:
                 raise Conflict("this session is not offered to you (any more)")
             fx: Effects = []
             self._declined.setdefault(session_id, set()).add(engineer.id)
-            self._revoke_offer(session_id, "declined", fx)
-            self._match(self.clock.now(), fx)
-            await self._persist_offers(fx)
+            self.offer_book.revoke(session_id, "declined", fx)
+            self.offer_book.match(self.clock.now(), fx)
+            await self.offer_book.persist(fx)
             return fx
 
     async def transfer(
@@ -601,9 +468,9 @@ class Desk:
         async with self._lock:
             session = self._sessions.get(session_id)
             if session is None:
-                await self._raise_closed_or_missing(engineer, session_id)
+                await self.access.raise_closed_or_missing(engineer, session_id)
                 raise AssertionError("unreachable")
-            self._authorize(engineer, session)
+            authorize(engineer, session)
             if session.state is not SessionState.ACTIVE or session.engineer is None:
                 raise Conflict("only an active session can be transferred")
             if to_engineer_id == session.engineer.id:
@@ -615,16 +482,10 @@ class Desk:
                 raise Conflict("that engineer is not available for another chat")
             now = self.clock.now()
             fx: Effects = []
-            self._make_offer(session, target, now, fx, transfer_from=session.engineer.id)
+            self.offer_book.make_offer(session, target, now, fx, transfer_from=session.engineer.id)
             return fx
 
     # ------------------------------------------------------------------ time
-
-    def next_deadline(self) -> float | None:
-        times = [o.expires_at for o in self._offers.values()]
-        times += self._customer_gone.values()
-        times += [p.gone_deadline for p in self._engineers.values() if p.gone_deadline]
-        return min(times) if times else None
 
     async def tick(self) -> Effects:
         """Expire what is due (offers, grace periods) and send coalesced queue news."""
@@ -632,21 +493,21 @@ class Desk:
             now = self.clock.now()
             fx: Effects = []
             for offer in [o for o in self._offers.values() if o.expires_at <= now]:
-                self._expire_offer(offer, fx)
+                self.offer_book.expire(offer, fx)
             for sid in [k for k, t in self._customer_gone.items() if t <= now]:
                 del self._customer_gone[sid]
                 session = self._sessions.get(sid)
                 if session is not None and session.state in QUEUED_STATES:
-                    await self._end(
+                    await self.assignment.end(
                         session, SessionState.ABANDONED, EndReason.ABANDONED, "system", fx,
                         f"{session.customer.name} left before an engineer answered",
                     )
             for p in list(self._engineers.values()):
                 if p.gone_deadline is not None and p.gone_deadline <= now:
                     p.gone_deadline = None
-                    await self._requeue_all(p, now, fx)
-            self._match(now, fx)
-            await self._persist_offers(fx)
+                    await self.assignment.requeue_all(p, now, fx)
+            self.offer_book.match(now, fx)
+            await self.offer_book.persist(fx)
             self.view.flush_positions(now, fx)
             self.view.flush_queue_update(now, fx)
             if alert := self.alerts.check(now, self._queue, self.engineers_online(),
@@ -705,415 +566,3 @@ class Desk:
             self._engineers[engineer.id] = p
         return p
 
-    def _authorize(self, actor: Actor, session: Session) -> None:
-        if isinstance(actor, Customer):
-            if session.customer.id != actor.id:
-                raise NotFound("no such session")
-            return
-        if actor.is_lead:
-            return
-        if session.engineer is not None and session.engineer.id == actor.id:
-            return
-        raise Forbidden("this session is not assigned to you")
-
-    def _open_session_for(self, actor: Actor, session_id: str) -> Session:
-        session = self._sessions.get(session_id)
-        if session is None:
-            closed = self._recently_closed.get(session_id)
-            if closed is None:
-                raise NotFound("no open session with that id")
-            self._authorize(actor, closed)
-            raise SessionClosed("the session has ended")
-        self._authorize(actor, session)
-        return session
-
-    async def _raise_closed_or_missing(self, actor: Actor, session_id: str) -> None:
-        stored = await self.store.get_session(session_id)
-        if stored is None:
-            raise NotFound("no such session")
-        self._authorize(actor, stored)
-        raise SessionClosed("the session has ended")
-
-    def _session_wire(self, session: Session) -> dict[str, Any]:
-        position = self.view.position(session) if session.id in self._sessions else None
-        return session.to_wire(position=position, estimate=self.view.estimate(position))
-
-    async def _history_unlocked(
-        self, session: Session
-    ) -> tuple[dict[str, Any], list[Message], bool]:
-        messages = await self.store.messages_after(session.id, 0, self.settings.history_limit + 1)
-        return (self._session_wire(session), *self._page(messages))
-
-    def _page(self, messages: list[Message]) -> tuple[list[Message], bool]:
-        """The first of ``messages`` that fit one answer (``history_limit`` of them, and
-        ``history_max_chars`` of text, at least one), and whether more are left."""
-        limit, budget = self.settings.history_limit, self.settings.history_max_chars
-        used = 0
-        for i, m in enumerate(messages):
-            used += len(m.body) + _MESSAGE_FRAMING
-            if i == limit or (i > 0 and used > budget):
-                return messages[:i], True
-        return messages, False
-
-    def _system_message(
-        self,
-        session_id: str,
-        text: str,
-        event: dict[str, Any] | None = None,
-        sender: Sender = SYSTEM_SENDER,
-    ) -> NewMessage:
-        return NewMessage(
-            id=self._new_id(),
-            session_id=session_id,
-            ts=self.clock.now(),
-            sender=sender,
-            kind=MessageKind.SYSTEM,
-            body=text,
-            event=event,
-        )
-
-    def _offer_payload(self, offer: Offer, now: float) -> dict[str, Any]:
-        session = self._sessions[offer.session_id]
-        payload: dict[str, Any] = {
-            "session_id": session.id,
-            "customer": session.customer.to_wire(),
-            "topic": session.topic,
-            "severity": session.severity,
-            "waited_seconds": round(now - session.created_at, 1),
-            "expires_in_seconds": round(max(0.0, offer.expires_at - now), 1),
-        }
-        if offer.transfer_from is not None:
-            src = self._engineers.get(offer.transfer_from)
-            payload["transfer_from"] = (
-                src.engineer.ref() if src else {"id": offer.transfer_from, "name": ""}
-            )
-        return payload
-
-    def _make_offer(
-        self,
-        session: Session,
-        p: Presence,
-        now: float,
-        fx: Effects,
-        transfer_from: str | None = None,
-    ) -> None:
-        offer = Offer(
-            session_id=session.id,
-            engineer_id=p.engineer.id,
-            made_at=now,
-            expires_at=now + self.settings.offer_timeout,
-            transfer_from=transfer_from,
-        )
-        self._offers[session.id] = offer
-        p.offers.add(session.id)
-        self.view.stale()
-        p.last_offered_at = now
-        if transfer_from is None:
-            session.state = SessionState.OFFERED
-            self._unsaved.add(session.id)
-        fx.append(
-            Outbound(
-                ENGINEER_NS,
-                engineer_room(p.engineer.id),
-                "offer:new",
-                self._offer_payload(offer, now),
-            )
-        )
-
-    async def _persist_offers(self, fx: Effects) -> None:
-        """Store the waiting/offered flips made by the synchronous matching step."""
-        while self._unsaved:
-            session = self._sessions.get(self._unsaved.pop())
-            if session is not None and session.state in QUEUED_STATES:
-                await self.store.save_session_state(session)
-
-    def _match(self, now: float, fx: Effects) -> None:
-        """Offer the oldest un-offered waiting session to the longest-idle eligible engineer,
-        until either runs out (docs/protocol.md#matching-and-offers)."""
-        if not self._queue:
-            return
-        eligible = [p for p in self._engineers.values() if p.eligible]
-        if not eligible:
-            return
-        for session in self._queue:
-            if not eligible:
-                break
-            if session.state is not SessionState.WAITING or session.id in self._offers:
-                continue
-            chosen = choose_engineer(eligible, self._declined.get(session.id, set()))
-            self._make_offer(session, chosen, now, fx)
-            if not chosen.eligible:
-                eligible.remove(chosen)
-
-    def _revoke_offer(self, session_id: str, reason: str, fx: Effects) -> Offer | None:
-        offer = self._offers.pop(session_id, None)
-        if offer is None:
-            return None
-        self.view.stale()
-        self.observer.offer_resolved(reason if reason in ("declined", "expired") else "withdrawn")
-        p = self._engineers.get(offer.engineer_id)
-        if p is not None:
-            p.offers.discard(session_id)
-        session = self._sessions.get(session_id)
-        if offer.transfer_from is None and session is not None:
-            if session.state is SessionState.OFFERED:
-                session.state = SessionState.WAITING
-                self._unsaved.add(session_id)
-        fx.append(
-            Outbound(
-                ENGINEER_NS,
-                engineer_room(offer.engineer_id),
-                "offer:revoked",
-                {"session_id": session_id, "reason": reason},
-            )
-        )
-        if offer.transfer_from is not None and reason != "ended":
-            fx.append(
-                Outbound(
-                    ENGINEER_NS,
-                    engineer_room(offer.transfer_from),
-                    "transfer:failed",
-                    {
-                        "session_id": session_id,
-                        "to_engineer_id": offer.engineer_id,
-                        "reason": reason,
-                    },
-                )
-            )
-        return offer
-
-    def _expire_offer(self, offer: Offer, fx: Effects) -> None:
-        if self._offers.get(offer.session_id) is not offer:
-            # Already withdrawn in this tick: an earlier expiry set the engineer away.
-            return
-        self._revoke_offer(offer.session_id, "expired", fx)
-        self._declined.setdefault(offer.session_id, set()).add(offer.engineer_id)
-        p = self._engineers.get(offer.engineer_id)
-        if p is None:
-            return
-        p.set_status(EngineerStatus.AWAY, self.clock.now())
-        for sid in list(p.offers):
-            self._revoke_offer(sid, "engineer_away", fx)
-        fx.append(
-            Outbound(
-                ENGINEER_NS,
-                engineer_room(p.engineer.id),
-                "engineer:status",
-                {**p.to_wire(), "reason": "offer_expired"},
-            )
-        )
-        self.view.changed()
-
-    async def _assign(
-        self, session: Session, offer: Offer, engineer: Engineer, now: float, fx: Effects
-    ) -> None:
-        previous = (session.state, session.engineer, session.assigned_at,
-                    session.first_assigned_at)
-        session.state = SessionState.ACTIVE
-        session.engineer = engineer
-        session.assigned_at = now
-        if session.first_assigned_at is None:
-            session.first_assigned_at = now
-        note = self._system_message(
-            session.id,
-            f"{engineer.name} joined the chat",
-            {"type": "assigned", "engineer": engineer.ref()},
-        )
-        try:
-            msg = await self.store.assign_session(
-                session, (SessionState.OFFERED.value, SessionState.WAITING.value), note
-            )
-        except Exception:
-            (session.state, session.engineer, session.assigned_at,
-             session.first_assigned_at) = previous
-            raise
-        if previous[3] is None:
-            self.observer.session_answered(session)
-            self.observed.left_queue(now - session.created_at, abandoned=False)
-            self.observed.started(session.id, now)
-            self.view.answered(session, now)
-        self.observed.accepted(now - offer.made_at)
-        self._offers.pop(session.id, None)
-        self._declined.pop(session.id, None)
-        self._queue.remove(session)
-        self._customer_gone.pop(session.id, None)
-        self.view.forget(session.id)
-        self.view.changed()
-        p = self._presence(engineer, now)
-        p.offers.discard(session.id)
-        p.active.add(session.id)
-        p.last_assigned_at = now
-        assigned = {"session_id": session.id, "engineer": engineer.ref()}
-        fx.append(Outbound(CUSTOMER_NS, customer_room(session.id), "session:assigned", assigned))
-        fx.append(
-            Outbound(ENGINEER_NS, engineer_room(engineer.id), "session:assigned", assigned)
-        )
-        if msg is not None:
-            relay(session, msg, fx)
-
-    async def _complete_transfer(
-        self, session: Session, offer: Offer, engineer: Engineer, now: float, fx: Effects
-    ) -> None:
-        old = session.engineer
-        session.engineer = engineer
-        session.assigned_at = now
-        names = f"{old.name if old else 'nobody'} to {engineer.name}"
-        note = self._system_message(
-            session.id,
-            f"The chat was transferred from {names}",
-            {
-                "type": "transferred",
-                "from": old.ref() if old else None,
-                "to": engineer.ref(),
-            },
-        )
-        try:
-            msg = await self.store.assign_session(session, (SessionState.ACTIVE.value,), note)
-        except Exception:
-            session.engineer = old
-            raise
-        self._offers.pop(session.id, None)
-        p = self._presence(engineer, now)
-        p.offers.discard(session.id)
-        p.active.add(session.id)
-        p.last_assigned_at = now
-        assigned = {"session_id": session.id, "engineer": engineer.ref()}
-        fx.append(Outbound(CUSTOMER_NS, customer_room(session.id), "session:assigned", assigned))
-        fx.append(
-            Outbound(ENGINEER_NS, engineer_room(engineer.id), "session:assigned", assigned)
-        )
-        if old is not None:
-            prev = self._engineers.get(old.id)
-            if prev is not None:
-                prev.active.discard(session.id)
-            fx.append(
-                Outbound(ENGINEER_NS, engineer_room(old.id), "session:assigned", assigned)
-            )
-        if msg is not None:
-            relay(session, msg, fx)
-            if old is not None:
-                fx.append(
-                    Outbound(
-                        ENGINEER_NS,
-                        engineer_room(old.id),
-                        "message:new",
-                        {"session_id": session.id, "message": msg.to_wire()},
-                    )
-                )
-
-    async def _requeue_all(self, p: Presence, now: float, fx: Effects) -> None:
-        """An engineer stayed away past the grace period: their chats go back to the head of
-        the queue, each in its original arrival place (docs/protocol.md#grace-periods)."""
-        for sid in sorted(p.active):
-            session = self._sessions.get(sid)
-            p.active.discard(sid)
-            if session is None or session.state is not SessionState.ACTIVE:
-                continue
-            # A transfer still on offer would be accepted against a chat no longer active
-            # (the store refuses it); withdraw it so the chat is offered afresh below.
-            self._revoke_offer(sid, "requeued", fx)
-            gone = session.engineer
-            self.observed.dropped(sid)
-            session.state = SessionState.WAITING
-            session.engineer = None
-            session.assigned_at = None
-            await self.store.save_session_state(session)
-            insort(self._queue, session, key=lambda s: s.arrival_key)
-            self.view.forget(session.id)
-            self.view.changed()
-            if self._customer_conns.get(sid, 0) == 0:
-                self._customer_gone[sid] = now + self.settings.grace
-            msg, _ = await self.store.append_message(
-                self._system_message(
-                    sid,
-                    f"{gone.name if gone else 'Your engineer'} was disconnected. You are back "
-                    "at the front of the queue and the next engineer will take over.",
-                    {"type": "requeued", "engineer": gone.ref() if gone else None},
-                )
-            )
-            relay(session, msg, fx)
-            fx.append(
-                Outbound(
-                    ENGINEER_NS,
-                    engineer_room(p.engineer.id),
-                    "session:requeued",
-                    {"session_id": sid},
-                )
-            )
-
-    async def _end(
-        self,
-        session: Session,
-        state: SessionState,
-        reason: EndReason,
-        ended_by: str,
-        fx: Effects,
-        text: str,
-    ) -> None:
-        now = self.clock.now()
-        before = (session.state, session.ended_at, session.ended_by, session.end_reason)
-        was_queued = session.state in QUEUED_STATES
-        answered = session.state is SessionState.ACTIVE
-        session.state = state
-        session.ended_at = now
-        session.ended_by = ended_by
-        session.end_reason = reason
-        note = self._system_message(
-            session.id, text, {"type": "ended", "reason": reason.value, "by": ended_by}
-        )
-        try:
-            msg = await self.store.end_session(session, note, self.settings.handoff_backends)
-        except Exception:
-            session.state, session.ended_at, session.ended_by, session.end_reason = before
-            raise
-        self.observer.session_closed(session)
-        offer = self._offers.get(session.id)
-        if offer is not None:
-            self._revoke_offer(session.id, "ended", fx)
-        del self._sessions[session.id]
-        self._recently_closed[session.id] = session
-        if len(self._recently_closed) > 10_000:
-            self._recently_closed.popitem(last=False)
-        self._declined.pop(session.id, None)
-        self._customer_gone.pop(session.id, None)
-        self.view.forget(session.id)
-        if was_queued:
-            self._queue.remove(session)
-            self.view.changed()
-        if session.engineer is not None:
-            p = self._engineers.get(session.engineer.id)
-            if p is not None:
-                p.active.discard(session.id)
-        if was_queued and session.first_assigned_at is None:
-            self.observed.left_queue(now - session.created_at, abandoned=True)
-        if answered and session.assigned_at is not None:
-            self.observed.ended(session.id, now)
-            self.view.changed()
-        relay_end(session, msg, answered, fx)
-
-    async def ticket_known(self, session_id: str) -> Effects:
-        """A ticket was filed for an ended session (docs/handoff.md#the-ticket-reference):
-        ``session:ended`` again, now with ``ticket``, to its customer and engineer."""
-        session = await self.store.get_session(session_id)
-        if session is None or session.ticket is None or session.is_open:
-            return []
-        ended = ended_payload(session)
-        fx = [Outbound(CUSTOMER_NS, customer_room(session.id), "session:ended", ended)]
-        if session.engineer is not None:
-            room = engineer_room(session.engineer.id)
-            fx.append(Outbound(ENGINEER_NS, room, "session:ended", ended))
-        return fx
-
-
-def _customer_sender(customer: Customer) -> Sender:
-    return Sender("customer", customer.id, customer.name)
-
-
-def _sender(actor: Actor) -> Sender:
-    if isinstance(actor, Customer):
-        return _customer_sender(actor)
-    return Sender(actor.role.value, actor.id, actor.name)
-
-
-def _role(actor: Actor) -> str:
-    return "customer" if isinstance(actor, Customer) else "engineer"
