@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 PORT   ?= 8080
 STAMP  := $(VENV)/.installed
 
-.PHONY: run test lint bench soak crash-storm clean web browser rt promtool
+.PHONY: run test lint bench soak crash-storm clean web browser rt promtool services
 
 # The widget, console and demo page: built from static/src by npm + esbuild when missing or
 # older than their sources or the lockfile (static/.built is written by the build).
@@ -48,6 +48,10 @@ promtool:
 rt:
 	scripts/install-rt.sh
 
+# PostgreSQL and Redis on their usual local ports, installed and started when missing.
+services:
+	scripts/services.sh
+
 # The demo's accounts have published passwords: its database, uploads and transcripts live
 # in var/demo/, whatever CHATD_* the shell exports, never in production's var/chatd.db.
 run: $(STAMP) web
@@ -55,14 +59,14 @@ run: $(STAMP) web
 	CHATD_DATABASE_URL=sqlite:///var/demo/demo.db CHATD_UPLOAD_DIR=var/demo/uploads \
 	  CHATD_HANDOFF_FILE_DIR=var/demo/handoff $(BIN)/chatd serve --demo --port $(PORT)
 
-test: $(STAMP) web browser rt promtool
+test: $(STAMP) web browser rt promtool services
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 lint: $(STAMP)
 	$(BIN)/ruff check chatd tests bench
 	$(BIN)/mypy
 
-bench: $(STAMP)
+bench: $(STAMP) services
 	$(BIN)/python -m bench $(BENCH_ARGS)
 
 # The siege: hostile clients of every kind against one chatd while honest pairs chat

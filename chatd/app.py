@@ -63,7 +63,9 @@ def create_app(
     settings: Settings, *, store: Store | None = None, clock: Clock | None = None
 ) -> web.Application:
     clock = clock or SystemClock()
-    store = store or store_from_url(settings.database_url)
+    store = store or store_from_url(
+        settings.database_url, pool_size=settings.database_pool_size
+    )
     middlewares: list[Middleware] = [
         headers_middleware, errors_middleware, cross_site_middleware(settings.public_url)
     ]

@@ -1,5 +1,5 @@
 """The command line: ``chatd serve``, ``chatd engineer add|list|disable|enable|remove-demo``,
-``chatd handoff list|show|retry``, ``chatd simulate``."""
+``chatd handoff list|show|retry``, ``chatd simulate``, ``chatd db copy``."""
 
 from __future__ import annotations
 
@@ -67,6 +67,9 @@ def _parser() -> argparse.ArgumentParser:
     from .sim import cli as sim_cli
 
     sim_cli.add_parser(sub)
+    from .store import copy as db_cli
+
+    db_cli.add_parser(sub)
     return p
 
 
@@ -76,6 +79,10 @@ def main(argv: list[str] | None = None) -> int:
         from .sim import cli as sim_cli
 
         return sim_cli.run(args)
+    if args.command == "db":  # no settings: the databases are named on the command line
+        from .store import copy as db_cli
+
+        return db_cli.run(args)
     config = getattr(args, "serve_config", None) or args.config
     overrides: dict[str, Any] = {}
     if args.command == "serve":
@@ -155,7 +162,7 @@ def event_loop() -> asyncio.AbstractEventLoop:
 async def _with_store(settings: Settings, fn: Callable[[Store], Awaitable[int]]) -> int:
     from .store import store_from_url
 
-    store = store_from_url(settings.database_url)
+    store = store_from_url(settings.database_url, pool_size=settings.database_pool_size)
     await store.open()
     try:
         return await fn(store)

@@ -1,5 +1,6 @@
-"""Shared fixtures: a real SQLite store in a temporary folder, a fake clock, and a running
-chatd app on a loopback port for tests that talk over real sockets."""
+"""Shared fixtures: a real store (SQLite in a temporary folder, or a PostgreSQL database of
+the test's own), a fake clock, and a running chatd app on a loopback port for tests that
+talk over real sockets."""
 
 from __future__ import annotations
 
@@ -17,6 +18,8 @@ from chatd.app import create_app
 from chatd.config import Settings
 from chatd.core.clock import FakeClock, SystemClock
 from chatd.core.models import Engineer, Role
+from chatd.core.ports import Store
+from chatd.store import store_from_url
 from chatd.store.sqlite import SQLiteStore
 
 WIDGET_SECRET = "test-widget-secret-0123456789abcdef-xyz"
@@ -28,8 +31,32 @@ def clock() -> FakeClock:
 
 
 @pytest.fixture
-async def store(tmp_path: Path) -> AsyncIterator[SQLiteStore]:
-    s = SQLiteStore(tmp_path / "chatd.db", synchronous="normal")
+def db_backend() -> str:
+    """The storage backend of a test: SQLite here; the end-to-end and handoff tests'
+    conftest files run theirs on PostgreSQL as well."""
+    return "sqlite"
+
+
+@pytest.fixture
+async def database_url(db_backend: str, tmp_path: Path) -> AsyncIterator[str]:
+    """A fresh database of the test's backend (tests/pg.py for PostgreSQL, dropped after)."""
+    if db_backend == "sqlite":
+        yield f"sqlite:///{tmp_path / 'chatd.db'}"
+        return
+    from tests.pg import DATABASES
+
+    url = await DATABASES.create()
+    yield url
+    await DATABASES.drop(url)
+
+
+@pytest.fixture
+async def store(db_backend: str, database_url: str, tmp_path: Path) -> AsyncIterator[Store]:
+    s: Store
+    if db_backend == "sqlite":
+        s = SQLiteStore(tmp_path / "chatd.db", synchronous="normal")
+    else:
+        s = store_from_url(database_url, pool_size=4)
     await s.open()
     yield s
     await s.close()
@@ -39,6 +66,8 @@ def make_settings(tmp_path: Path, **overrides: Any) -> Settings:
     values: dict[str, Any] = {
         "database_url": f"sqlite:///{tmp_path / 'chatd.db'}",
         "upload_dir": str(tmp_path / "uploads"),
+        # Where the SQLite default puts it (beside the database), whatever the backend.
+        "handoff_file_dir": str(tmp_path / "handoff"),
         "widget_secret": WIDGET_SECRET,
         "allow_guests": True,
         "connect_burst": 1000,
@@ -107,12 +136,12 @@ class Chatd:
 
 @pytest.fixture
 async def chatd_factory(
-    tmp_path: Path, aiohttp_server: Callable[..., Awaitable[TestServer]]
+    tmp_path: Path, database_url: str, aiohttp_server: Callable[..., Awaitable[TestServer]]
 ) -> AsyncIterator[Callable[..., Awaitable[Chatd]]]:
     made: list[Chatd] = []
 
     async def make(clock: Any = None, **overrides: Any) -> Chatd:
-        settings = make_settings(tmp_path, **overrides)
+        settings = make_settings(tmp_path, **{"database_url": database_url, **overrides})
         app = create_app(settings, clock=clock)
         server = await aiohttp_server(app)
         c = Chatd(server, app)
@@ -122,3 +151,12 @@ async def chatd_factory(
     yield make
     for c in made:
         await c.close_clients()
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    """Drop every PostgreSQL database this run made (tests/pg.py), even after a failure."""
+    import asyncio
+
+    from tests.pg import DATABASES
+
+    asyncio.run(DATABASES.drop_all())

@@ -2,21 +2,27 @@
 
 ``check_store_invariants(url, expected)`` picks the backend's reader by the URL's scheme, as
 the store itself does. A backend supplies two things: its own integrity checks and its
-message rows in ``(session_id, seq)`` order; the checks on the rows are shared, so another
-backend (PostgreSQL) plugs in by adding one entry to ``_BACKENDS``.
+message rows in ``(session_id, seq)`` order; the checks on the rows are shared. PostgreSQL's
+own checks verify by query what its schema guarantees (gap-free seqs, unique
+``client_msg_id``s, one open chat per customer, each chat's counter at its last seq).
 
 Run it on a database no process is writing to.
 """
 
 from __future__ import annotations
 
+import asyncio
 import sqlite3
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Coroutine, Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import closing
 from dataclasses import dataclass, field
+from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
 from chatd.store import sqlite_path
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -124,6 +130,71 @@ def _sqlite_rows(url: str) -> Iterator[Row]:
             yield Row(*r)
 
 
+def _in_a_thread(fn: Callable[[], Coroutine[Any, Any, T]]) -> T:
+    """Run a coroutine on a loop of its own: the checks are called from async tests too."""
+    with ThreadPoolExecutor(1) as pool:
+        return pool.submit(asyncio.run, fn()).result()
+
+
+# What PostgreSQL itself must guarantee, checked by query (each row is one violation).
+_PG_CHECKS = {
+    "gap in a chat's seqs": (
+        "SELECT session_id, seq FROM (SELECT session_id, seq, row_number() OVER"
+        " (PARTITION BY session_id ORDER BY seq) AS n FROM messages) m WHERE seq <> n"
+    ),
+    "client_msg_id stored twice in a chat": (
+        "SELECT session_id, client_msg_id FROM messages WHERE client_msg_id IS NOT NULL"
+        " GROUP BY session_id, client_msg_id HAVING COUNT(*) > 1"
+    ),
+    "customer with two open chats": (
+        "SELECT customer_id, COUNT(*) FROM sessions WHERE state IN ('waiting', 'offered',"
+        " 'active') GROUP BY customer_id HAVING COUNT(*) > 1"
+    ),
+    "chat counter behind its messages": (
+        "SELECT s.id, s.last_seq, MAX(m.seq) FROM sessions s JOIN messages m"
+        " ON m.session_id = s.id GROUP BY s.id, s.last_seq HAVING MAX(m.seq) <> s.last_seq"
+    ),
+    "message of no chat": (
+        "SELECT m.session_id FROM messages m LEFT JOIN sessions s ON s.id = m.session_id"
+        " WHERE s.id IS NULL"
+    ),
+}
+
+
+def _pg_integrity(url: str) -> list[str]:
+    import asyncpg
+
+    async def check() -> list[str]:
+        conn = await asyncpg.connect(url)
+        try:
+            problems = []
+            for what, sql in _PG_CHECKS.items():
+                problems += [f"{what}: {tuple(r)}" for r in await conn.fetch(sql + " LIMIT 50")]
+            return problems
+        finally:
+            await conn.close()
+
+    return _in_a_thread(check)
+
+
+def _pg_rows(url: str) -> Iterator[Row]:
+    import asyncpg
+
+    async def read() -> list[Row]:
+        conn = await asyncpg.connect(url)
+        try:
+            return [Row(*r) for r in await conn.fetch(
+                "SELECT session_id, seq, id, body, client_msg_id FROM messages"
+                " ORDER BY session_id COLLATE \"C\", seq"
+            )]
+        finally:
+            await conn.close()
+
+    yield from _in_a_thread(read)
+
+
 _BACKENDS: dict[str, Backend] = {
     "sqlite": Backend(_sqlite_integrity, _sqlite_rows),
+    "postgresql": Backend(_pg_integrity, _pg_rows),
+    "postgres": Backend(_pg_integrity, _pg_rows),
 }

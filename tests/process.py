@@ -16,13 +16,14 @@ class Server:
     """One chatd, restartable: every start is a new process on the same port, database,
     uploads and log (``server.log``, appended to)."""
 
-    def __init__(self, tmp: Path, env: dict[str, str]) -> None:
+    def __init__(self, tmp: Path, env: dict[str, str], database_url: str | None = None) -> None:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         # Without the test run's own CHATD_* knobs (CHATD_TEST_SKIP_RT, CHATD_CRASH_STORM_*):
         # they are not chatd settings, and a chatd given them refuses to start.
         self.env = child_env({
-            "CHATD_DATABASE_URL": f"sqlite:///{tmp / 'chatd.db'}",
+            "CHATD_DATABASE_URL": database_url or f"sqlite:///{tmp / 'chatd.db'}",
+            "CHATD_HANDOFF_FILE_DIR": str(tmp / "handoff"),
             "CHATD_UPLOAD_DIR": str(tmp / "uploads"),
             "CHATD_WIDGET_SECRET": WIDGET_SECRET,
             "CHATD_ALLOW_GUESTS": "true",

@@ -38,8 +38,8 @@ ALLOWED: dict[str, tuple[str, ...]] = {
     "chatd.core": (),
     # Stopping background tasks.
     "chatd.tasks": (),
-    # The storage ports of the core, implemented on SQLite.
-    "chatd.store": ("chatd.core", "chatd.tasks", "aiosqlite", "sqlite3"),
+    # The storage ports of the core, implemented on SQLite and on PostgreSQL.
+    "chatd.store": ("chatd.core", "chatd.tasks", "aiosqlite", "sqlite3", "asyncpg"),
     # Outbox worker and ticket backends. (store: StoreURLError and sqlite_path.)
     "chatd.handoff": (
         "chatd.config", "chatd.core", "chatd.files", "chatd.store", "chatd.tasks",

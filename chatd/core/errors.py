@@ -48,6 +48,13 @@ class TooLarge(DeskError):
     code = "too_large"
 
 
+class Unavailable(DeskError):
+    """Storage cannot be reached (a database server down or restarting): nothing was
+    written, and the client may try again."""
+
+    code = "unavailable"
+
+
 ERROR_CODES: tuple[str, ...] = (
     "bad_request",
     "unauthorized",

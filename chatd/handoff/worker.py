@@ -3,8 +3,9 @@
 
 At-least-once delivery with an idempotency key makes it exactly-once in effect: a row is
 marked delivered only after its backend said yes, and every attempt of a row carries the
-row's id (the webhook-id; RT finds its own ticket by the session id). Rows left claimed by
-a process that died are released when the next one starts.
+row's id (the webhook-id; RT finds its own ticket by the session id). A row left claimed by
+a process that died is due again when its claim's lease ends; on SQLite, which one process
+owns, the next start releases it at once.
 """
 
 from __future__ import annotations
@@ -59,9 +60,11 @@ class HandoffWorker:
 
     @property
     def lease(self) -> float:
-        # Longer than any attempt can run: a claim outlives its attempt only if the
-        # process died, and then the restart releases it anyway.
-        return self.policy.timeout * 2 + 30.0
+        # Longer than any attempt can run (each is cut at the policy's timeout): a claim
+        # outlives its attempt only if its process died or stalled. Then the row is due
+        # again when the lease ends, for whichever process claims it next (a stalled one's
+        # late answer is harmless: the retry carries the same idempotency key).
+        return self.policy.timeout + 15.0
 
     async def start(self) -> None:
         released = await self.store.release_handoff_claims(self.clock.now())

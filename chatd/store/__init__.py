@@ -7,7 +7,9 @@ from urllib.parse import parse_qs, unquote, urlsplit
 
 from ..core.ports import Store
 
-SUPPORTED = ("sqlite",)
+SUPPORTED = ("sqlite", "postgresql", "postgres")
+# The PostgreSQL pool's size when the caller does not say (CHATD_DATABASE_POOL_SIZE).
+DEFAULT_POOL_SIZE = 10
 
 
 class StoreURLError(ValueError):
@@ -53,10 +55,30 @@ def check_url(url: str) -> None:
         sync = query.get("synchronous", ["full"])[0].lower()
         if sync not in ("full", "normal", "extra"):
             raise StoreURLError("synchronous must be full, normal or extra")
+    else:
+        parts = urlsplit(url)
+        if not parts.hostname and "host" not in parse_qs(parts.query):
+            raise StoreURLError(
+                "a PostgreSQL URL names its server: postgresql://USER@HOST[:PORT]/DATABASE"
+            )
+        if not parts.path.strip("/"):
+            raise StoreURLError(
+                "a PostgreSQL URL names its database: postgresql://USER@HOST[:PORT]/DATABASE"
+            )
 
 
-def store_from_url(url: str) -> Store:
+def is_postgres(url: str) -> bool:
+    return urlsplit(url).scheme in ("postgresql", "postgres")
+
+
+def store_from_url(url: str, *, pool_size: int = DEFAULT_POOL_SIZE) -> Store:
+    """The backend of ``url``; its driver is imported here, not before (a SQLite desk does
+    not need asyncpg installed)."""
     check_url(url)
+    if is_postgres(url):
+        from .postgres import PostgresStore
+
+        return PostgresStore(url, pool_size=pool_size)
     from .sqlite import SQLiteStore
 
     query = parse_qs(urlsplit(url).query)

@@ -10,30 +10,25 @@ closes them, upgrades the schema (migrations/) and holds the sessions and accoun
 
 from __future__ import annotations
 
-import json
 import logging
 import sqlite3 as sqlite3  # importable from here, as the two names below
 import uuid
 from collections.abc import Iterable, Sequence
 from importlib import resources
 from pathlib import Path
-from typing import Any
 
 import aiosqlite
 
 from ..core.errors import Conflict, SessionClosed
 from ..core.models import (
-    Customer,
-    EndReason,
     Engineer,
     EngineerAccount,
     Message,
     NewMessage,
     Role,
     Session,
-    SessionState,
-    Tier,
 )
+from .rows import SESSION_COLUMNS, SESSION_FROM, account_from_row, session_from_row
 from .sqlite_attachments import SQLiteAttachments
 from .sqlite_handoff import SQLiteHandoffs
 from .sqlite_messages import OPEN, MessageLog, SQLiteMessages
@@ -46,14 +41,6 @@ from .sqlite_writer import _rollback_sync as _rollback_sync
 
 log = logging.getLogger(__name__)
 
-_SESSION_COLUMNS = """
-    s.id, s.state, s.topic, s.severity, s.customer_id, s.customer_name, s.customer_email,
-    s.customer_account, s.customer_tier, s.created_at, s.arrival_seq, s.engineer_id,
-    s.assigned_at, s.first_assigned_at, s.ended_at, s.ended_by, s.end_reason, s.resolution,
-    s.ticket, e.email, e.name, e.role, s.request_id
-"""
-_SESSION_FROM = "FROM sessions s LEFT JOIN engineers e ON e.id = s.engineer_id"
-
 
 def migrations() -> list[tuple[int, str]]:
     folder = resources.files("chatd.store") / "migrations"
@@ -63,39 +50,6 @@ def migrations() -> list[tuple[int, str]]:
         if name.endswith(".sql"):
             out.append((int(name.split("_", 1)[0]), entry.read_text(encoding="utf-8")))
     return sorted(out)
-
-
-def _session_from_row(r: Sequence[Any]) -> Session:
-    engineer = None
-    if r[11] is not None:
-        engineer = Engineer(id=r[11], email=r[19], name=r[20], role=Role(r[21]))
-    return Session(
-        id=r[0],
-        state=SessionState(r[1]),
-        topic=r[2],
-        severity=r[3],
-        customer=Customer(id=r[4], name=r[5], email=r[6], account=r[7], tier=Tier(r[8])),
-        created_at=r[9],
-        arrival_seq=r[10],
-        engineer=engineer,
-        assigned_at=r[12],
-        first_assigned_at=r[13],
-        ended_at=r[14],
-        ended_by=r[15],
-        end_reason=EndReason(r[16]) if r[16] else None,
-        resolution=r[17],
-        ticket=json.loads(r[18]) if r[18] else None,
-        request_id=r[22],
-    )
-
-
-def _account_from_row(r: Sequence[Any]) -> EngineerAccount:
-    return EngineerAccount(
-        engineer=Engineer(id=r[0], email=r[1], name=r[2], role=Role(r[3])),
-        password_hash=r[4],
-        disabled=bool(r[5]),
-        created_at=r[6],
-    )
 
 
 class SQLiteStore(SQLiteMessages, SQLiteAttachments, SQLiteHandoffs, SQLiteStats):
@@ -197,14 +151,14 @@ class SQLiteStore(SQLiteMessages, SQLiteAttachments, SQLiteHandoffs, SQLiteStats
             " FROM engineers WHERE email = ?",
             (email,),
         )
-        return _account_from_row(row) if row else None
+        return account_from_row(row) if row else None
 
     async def list_engineers(self) -> list[EngineerAccount]:
         rows = await self._all(
             "SELECT id, email, name, role, password_hash, disabled, created_at"
             " FROM engineers ORDER BY email"
         )
-        return [_account_from_row(r) for r in rows]
+        return [account_from_row(r) for r in rows]
 
     async def set_engineer_disabled(self, email: str, disabled: bool) -> bool:
         async def op(conn: WriteConnection) -> bool:
@@ -286,16 +240,24 @@ class SQLiteStore(SQLiteMessages, SQLiteAttachments, SQLiteHandoffs, SQLiteStats
         c = session.customer
 
         async def op(conn: WriteConnection) -> Message | None:
-            await conn.execute(
-                "INSERT INTO sessions (id, state, topic, severity, customer_id, customer_name,"
-                " customer_email, customer_account, customer_tier, created_at, arrival_seq,"
-                " resume_token_hash, request_id) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                (
-                    session.id, session.state.value, session.topic, session.severity, c.id,
-                    c.name, c.email, c.account, c.tier.value, session.created_at,
-                    session.arrival_seq, resume_token_hash, session.request_id,
-                ),
-            )
+            try:
+                await conn.execute(
+                    "INSERT INTO sessions (id, state, topic, severity, customer_id,"
+                    " customer_name, customer_email, customer_account, customer_tier,"
+                    " created_at, arrival_seq, resume_token_hash, request_id)"
+                    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    (
+                        session.id, session.state.value, session.topic, session.severity,
+                        c.id, c.name, c.email, c.account, c.tier.value, session.created_at,
+                        session.arrival_seq, resume_token_hash, session.request_id,
+                    ),
+                )
+            except sqlite3.IntegrityError as exc:
+                if "customer_id" in str(exc):
+                    raise Conflict(
+                        "you already have an open chat; resume it or end it first"
+                    ) from None
+                raise Conflict("this session exists already") from None
             self._messages.session_created(session.id)
             if first is None:
                 return None
@@ -382,16 +344,16 @@ class SQLiteStore(SQLiteMessages, SQLiteAttachments, SQLiteHandoffs, SQLiteStats
 
     async def open_sessions(self) -> list[Session]:
         rows = await self._all(
-            f"SELECT {_SESSION_COLUMNS} {_SESSION_FROM}"
+            f"SELECT {SESSION_COLUMNS} {SESSION_FROM}"
             " WHERE s.state IN ('waiting', 'offered', 'active')"
             " ORDER BY s.created_at, s.arrival_seq"
         )
-        return [_session_from_row(r) for r in rows]
+        return [session_from_row(r) for r in rows]
 
     async def get_session(self, session_id: str) -> Session | None:
-        row = await self._one(f"SELECT {_SESSION_COLUMNS} {_SESSION_FROM} WHERE s.id = ?",
+        row = await self._one(f"SELECT {SESSION_COLUMNS} {SESSION_FROM} WHERE s.id = ?",
                               (session_id,))
-        return _session_from_row(row) if row else None
+        return session_from_row(row) if row else None
 
     async def set_resume_token_hash(self, session_id: str, resume_token_hash: str) -> bool:
         async def op(conn: WriteConnection) -> bool:

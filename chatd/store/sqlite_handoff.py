@@ -17,41 +17,9 @@ from typing import Any
 from ..core.errors import Conflict, NotFound
 from ..core.models import Message, NewMessage, Session
 from ..core.transcript import Handoff
+from .rows import HANDOFF_COLUMNS, clip, handoff_from_row
 from .sqlite_base import SQLiteBase
 from .sqlite_writer import WriteConnection
-
-_COLUMNS = """
-    id, session_id, backend, state, attempts, next_attempt_at, created_at, updated_at,
-    last_error, result, claimed_at, last_status, last_response, delivered_at, requeued_at,
-    ticket
-"""
-# What is kept of a backend's answer: enough to see why it refused, not a whole page.
-MAX_RESPONSE = 4000
-
-
-def _handoff(r: Sequence[Any]) -> Handoff:
-    return Handoff(
-        id=r[0],
-        session_id=r[1],
-        backend=r[2],
-        state=r[3],
-        attempts=int(r[4]),
-        next_attempt_at=float(r[5]),
-        created_at=float(r[6]),
-        updated_at=float(r[7]),
-        last_error=r[8],
-        result=r[9],
-        claimed_at=r[10],
-        last_status=r[11],
-        last_response=r[12],
-        delivered_at=r[13],
-        requeued_at=r[14],
-        ticket=json.loads(r[15]) if r[15] else None,
-    )
-
-
-def _clip(text: str | None) -> str | None:
-    return None if text is None else text[:MAX_RESPONSE]
 
 
 class SQLiteHandoffs(SQLiteBase):
@@ -74,10 +42,10 @@ class SQLiteHandoffs(SQLiteBase):
                 f" next_attempt_at = ?, updated_at = ? WHERE id IN ("
                 f"  SELECT id FROM handoffs WHERE state = 'pending' AND next_attempt_at <= ?"
                 f"  AND backend IN ({marks}) ORDER BY next_attempt_at, created_at LIMIT ?"
-                f") RETURNING {_COLUMNS}",
+                f") RETURNING {HANDOFF_COLUMNS}",
                 (now, now + lease, now, now, *names, limit),
             )
-            return [_handoff(r) for r in await cur.fetchall()]
+            return [handoff_from_row(r) for r in await cur.fetchall()]
 
         return await self._write(op)
 
@@ -113,7 +81,7 @@ class SQLiteHandoffs(SQLiteBase):
                 "UPDATE handoffs SET state = 'delivered', claimed_at = NULL, delivered_at = ?,"
                 " updated_at = ?, result = ?, ticket = ?, last_status = ?, last_response = ?,"
                 " last_error = NULL WHERE id = ? AND state = 'pending' RETURNING session_id",
-                (now, now, result, ticket_json, status, _clip(response), handoff_id),
+                (now, now, result, ticket_json, status, clip(response), handoff_id),
             )
             row = await cur.fetchone()
             if row is None or ticket_json is None:
@@ -140,7 +108,7 @@ class SQLiteHandoffs(SQLiteBase):
                 "UPDATE handoffs SET claimed_at = NULL, next_attempt_at = ?, updated_at = ?,"
                 " last_error = ?, last_status = ?, last_response = ?"
                 " WHERE id = ? AND state = 'pending'",
-                (next_attempt_at, now, error, status, _clip(response), handoff_id),
+                (next_attempt_at, now, error, status, clip(response), handoff_id),
             )
 
         await self._write(op)
@@ -160,7 +128,7 @@ class SQLiteHandoffs(SQLiteBase):
                 "UPDATE handoffs SET state = 'failed', claimed_at = NULL, updated_at = ?,"
                 " last_error = ?, last_status = ?, last_response = ?"
                 " WHERE id = ? AND state = 'pending'",
-                (now, error, status, _clip(response), handoff_id),
+                (now, error, status, clip(response), handoff_id),
             )
 
         await self._write(op)
@@ -188,35 +156,35 @@ class SQLiteHandoffs(SQLiteBase):
     async def list_handoffs(self, state: str | None = None, limit: int = 100) -> list[Handoff]:
         if state is None:
             rows = await self._all(
-                f"SELECT {_COLUMNS} FROM handoffs ORDER BY created_at DESC, id LIMIT ?",
+                f"SELECT {HANDOFF_COLUMNS} FROM handoffs ORDER BY created_at DESC, id LIMIT ?",
                 (limit,),
             )
         else:
             rows = await self._all(
-                f"SELECT {_COLUMNS} FROM handoffs WHERE state = ?"
+                f"SELECT {HANDOFF_COLUMNS} FROM handoffs WHERE state = ?"
                 " ORDER BY created_at DESC, id LIMIT ?",
                 (state, limit),
             )
-        return [_handoff(r) for r in rows]
+        return [handoff_from_row(r) for r in rows]
 
     async def get_handoff(self, handoff_id: str) -> Handoff | None:
         """A row by its id, or by a prefix of at least 8 characters that only it has."""
-        row = await self._one(f"SELECT {_COLUMNS} FROM handoffs WHERE id = ?", (handoff_id,))
+        row = await self._one(f"SELECT {HANDOFF_COLUMNS} FROM handoffs WHERE id = ?", (handoff_id,))
         if row is not None:
-            return _handoff(row)
+            return handoff_from_row(row)
         if len(handoff_id) < 8 or any(ch in handoff_id for ch in "%_"):
             return None
         rows = await self._all(
-            f"SELECT {_COLUMNS} FROM handoffs WHERE id LIKE ? LIMIT 2", (handoff_id + "%",)
+            f"SELECT {HANDOFF_COLUMNS} FROM handoffs WHERE id LIKE ? LIMIT 2", (handoff_id + "%",)
         )
-        return _handoff(rows[0]) if len(rows) == 1 else None
+        return handoff_from_row(rows[0]) if len(rows) == 1 else None
 
     async def session_handoffs(self, session_id: str) -> list[Handoff]:
         rows = await self._all(
-            f"SELECT {_COLUMNS} FROM handoffs WHERE session_id = ? ORDER BY backend",
+            f"SELECT {HANDOFF_COLUMNS} FROM handoffs WHERE session_id = ? ORDER BY backend",
             (session_id,),
         )
-        return [_handoff(r) for r in rows]
+        return [handoff_from_row(r) for r in rows]
 
     async def retry_handoff(self, handoff_id: str, now: float) -> Handoff:
         """Make a failed (or waiting) row due now, with a fresh dead-letter horizon.
@@ -232,18 +200,18 @@ class SQLiteHandoffs(SQLiteBase):
             cur = await conn.execute(
                 "UPDATE handoffs SET state = 'pending', next_attempt_at = ?, requeued_at = ?,"
                 " updated_at = ? WHERE id = ? AND claimed_at IS NULL"
-                f" RETURNING {_COLUMNS}",
+                f" RETURNING {HANDOFF_COLUMNS}",
                 (now, now, now, handoff_id),
             )
             updated = await cur.fetchone()
             if updated is None:
                 # In flight right now: its attempt decides; nothing to do.
                 cur = await conn.execute(
-                    f"SELECT {_COLUMNS} FROM handoffs WHERE id = ?", (handoff_id,)
+                    f"SELECT {HANDOFF_COLUMNS} FROM handoffs WHERE id = ?", (handoff_id,)
                 )
                 updated = await cur.fetchone()
             assert updated is not None  # the row was read in this transaction
-            return _handoff(updated)
+            return handoff_from_row(updated)
 
         return await self._write(op)
 

@@ -12,44 +12,21 @@ from __future__ import annotations
 
 import asyncio
 import functools
-import json
 import sqlite3
 from collections.abc import Sequence
 from typing import Any, cast
 
 from ..core.errors import Conflict, SessionClosed
-from ..core.models import Message, MessageKind, NewMessage, Sender
+from ..core.models import Message, NewMessage
+from .rows import MESSAGE_COLUMNS, dumps, message_from_row
 from .sqlite_base import SQLiteBase
 from .sqlite_writer import Answer, ChunkedOp, WriteConnection
 
 OPEN = ("waiting", "offered", "active")
 
-MESSAGE_COLUMNS = """
-    id, session_id, seq, ts, sender_role, sender_id, sender_name, kind, body, client_msg_id,
-    attachment, event
-"""
 _MESSAGE_FIELDS = 12
 _MESSAGE_PLACEHOLDERS = "(" + ", ".join("?" * _MESSAGE_FIELDS) + ")"
 _ROWS_PER_INSERT = 64
-
-
-def message_from_row(r: Sequence[Any]) -> Message:
-    return Message(
-        id=r[0],
-        session_id=r[1],
-        seq=r[2],
-        ts=r[3],
-        sender=Sender(role=r[4], id=r[5], name=r[6]),
-        kind=MessageKind(r[7]),
-        body=r[8],
-        client_msg_id=r[9],
-        attachment=json.loads(r[10]) if r[10] else None,
-        event=json.loads(r[11]) if r[11] else None,
-    )
-
-
-def _dumps(value: dict[str, Any] | None) -> str | None:
-    return None if value is None else json.dumps(value, separators=(",", ":"))
 
 
 class SQLiteMessages(SQLiteBase):
@@ -224,7 +201,7 @@ class AppendOp(ChunkedOp):
 def _message_row(m: NewMessage, seq: int) -> tuple[Any, ...]:
     return (
         m.id, m.session_id, seq, m.ts, m.sender.role, m.sender.id, m.sender.name,
-        m.kind.value, m.body, m.client_msg_id, _dumps(m.attachment), _dumps(m.event),
+        m.kind.value, m.body, m.client_msg_id, dumps(m.attachment), dumps(m.event),
     )
 
 

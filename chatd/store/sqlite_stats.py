@@ -6,6 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 from ..core.stats import SessionOutcome
+from .rows import OUTCOME_COLUMNS, SESSION_FROM, outcome_from_row, status_banner_from_row
 from .sqlite_base import SQLiteBase
 from .sqlite_writer import WriteConnection
 
@@ -17,31 +18,17 @@ class SQLiteStats(SQLiteBase):
         # Both times are indexed (sessions_first_assigned_at, sessions_ended_at): SQLite
         # answers the OR with two index range scans, not a scan of all history.
         rows = await self._all(
-            "SELECT s.created_at, s.first_assigned_at, s.ended_at, s.state, s.engineer_id,"
-            " e.name FROM sessions s LEFT JOIN engineers e ON e.id = s.engineer_id"
+            f"SELECT {OUTCOME_COLUMNS} {SESSION_FROM}"
             " WHERE s.origin = 'chat' AND (s.first_assigned_at >= ? OR s.ended_at >= ?)",
             (since, since),
         )
-        return [
-            SessionOutcome(
-                created_at=float(r[0]),
-                first_assigned_at=None if r[1] is None else float(r[1]),
-                ended_at=None if r[2] is None else float(r[2]),
-                state=str(r[3]),
-                engineer_id=r[4],
-                engineer_name=r[5],
-            )
-            for r in rows
-        ]
+        return [outcome_from_row(r) for r in rows]
 
     async def status_banner(self) -> dict[str, Any] | None:
         row = await self._one(
             "SELECT text, link, updated_at, updated_by FROM status_banner WHERE id = 1"
         )
-        if row is None:
-            return None
-        return {"text": row[0], "link": row[1], "updated_at": float(row[2]),
-                "updated_by": row[3]}
+        return status_banner_from_row(row)
 
     async def set_status_banner(
         self, text: str | None, link: str | None, now: float, by: str | None

@@ -18,10 +18,11 @@ pytestmark = pytest.mark.slow
 
 
 @pytest.fixture
-def server(tmp_path: Path) -> Iterator[Server]:
+def server(tmp_path: Path, database_url: str) -> Iterator[Server]:
     s = Server(
         tmp_path,
         {"CHATD_GRACE_SECONDS": "8", "CHATD_CONNECT_BURST": "1000", "CHATD_MESSAGE_BURST": "1000"},
+        database_url,
     )
     yield s
     s.stop()

@@ -32,7 +32,7 @@ import socketio
 from chatd.accounts import add_engineer
 from chatd.core.clock import SystemClock
 from chatd.core.models import Role
-from chatd.store import sqlite_path
+from chatd.store import store_from_url
 from chatd.store.sqlite import SQLiteStore
 from tests.e2e.helpers import customer_jwt
 from tests.invariants import Expected, check_store_invariants
@@ -217,8 +217,8 @@ class Party:
 
 
 @pytest.fixture
-def server(tmp_path: Path) -> Iterator[Server]:
-    s = Server(tmp_path, STORM_ENV)
+def server(tmp_path: Path, database_url: str) -> Iterator[Server]:
+    s = Server(tmp_path, STORM_ENV, database_url)
     # chatd refuses unknown CHATD_* variables; these are the test's own.
     for name in [n for n in s.env if n.startswith("CHATD_CRASH_STORM_")]:
         del s.env[name]
@@ -276,7 +276,7 @@ async def test_crash_storm_loses_and_duplicates_nothing(server: Server) -> None:
     started = time.monotonic()
     # The engineers' accounts, written before the first start as `chatd engineer add` would
     # (without a process per account).
-    store = SQLiteStore(sqlite_path(server.env["CHATD_DATABASE_URL"]))
+    store = store_from_url(server.env["CHATD_DATABASE_URL"])
     await store.open()
     for i in range(PAIRS):
         await add_engineer(store, SystemClock(), f"eng{i}@example.com", f"Eng {i}", PASSWORD,
@@ -368,8 +368,8 @@ async def test_store_invariants_catch_gaps_duplicates_and_changed_messages(
             conn.execute(
                 "INSERT INTO sessions (id, state, topic, severity, customer_id, customer_name,"
                 " customer_email, customer_account, customer_tier, created_at, arrival_seq,"
-                " resume_token_hash) VALUES (?, 'active', 't', 3, 'c', 'C', 'c@x.io', '',"
-                " 'standard', 0, 1, 'h')", (sid,))
+                " resume_token_hash) VALUES (?, 'active', 't', 3, ?, 'C', 'c@x.io', '',"
+                " 'standard', 0, 1, 'h')", (sid, "c-" + sid))
 
         def add(sid: str, seq: int, mid: str, body: str, cmid: str | None) -> None:
             conn.execute(

@@ -399,3 +399,9 @@ async def eventually(predicate: Any, timeout: float = 30.0, interval: float = 0.
         if time.monotonic() > deadline:
             raise AssertionError("condition not met in time")
         await asyncio.sleep(interval)
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def db_backend(request: pytest.FixtureRequest) -> str:
+    """The handoff tests run on both storage backends."""
+    return str(request.param)

@@ -2,8 +2,8 @@
 
 A backend adds itself to BACKENDS with a small adapter: how to open a store, how to open a
 fresh instance on the same database (durability), how to read its outbox table, and how to
-make one write fail inside a group-committed batch. A backend that cannot be reached in
-this environment (PostgreSQL without a server) should skip in ``start``.
+make one write fail inside a group-committed batch. PostgreSQL gets a database of its own
+per test (tests/pg.py).
 """
 
 from __future__ import annotations
@@ -17,11 +17,15 @@ from typing import Any
 import pytest
 
 from chatd.core.ports import Store
+from chatd.store.postgres import PostgresStore
 from chatd.store.sqlite import SQLiteStore, SyncOp
+from tests.pg import DATABASES
 
 
 class Backend:
     name = ""
+    # Several processes may share the database: a claim stays theirs until its lease ends.
+    shared = False
     store: Store
 
     async def start(self) -> None:
@@ -51,6 +55,11 @@ class Backend:
     def commit_counters(self) -> tuple[int, int] | None:
         """(commits, operations committed), or None when the backend does not group."""
         return None
+
+    async def another(self) -> Store:
+        """A second live store on the same database, as another process would open it
+        (``shared`` backends only)."""
+        raise NotImplementedError
 
 
 class SQLiteBackend(Backend):
@@ -104,7 +113,72 @@ class SQLiteBackend(Backend):
         return self.sqlite.batches, self.sqlite.batched_ops
 
 
-BACKENDS: dict[str, Callable[[Path], Backend]] = {"sqlite": SQLiteBackend}
+class PostgresBackend(Backend):
+    name = "postgres"
+    shared = True
+
+    def __init__(self, tmp_path: Path) -> None:
+        self.url = ""
+        self.failing_write_saw = []
+        self._abandoned: list[PostgresStore] = []
+
+    async def start(self) -> None:
+        self.url = await DATABASES.create()
+        self.store = self.pg = PostgresStore(self.url, pool_size=4)
+        await self.pg.open()
+
+    async def stop(self) -> None:
+        for s in (self.pg, *self._abandoned):
+            await s.close()
+        await DATABASES.drop(self.url)
+
+    async def reopen(self, *, close_first: bool = True) -> Store:
+        if close_first:
+            await self.pg.close()
+        else:
+            self._abandoned.append(self.pg)
+        self.store = self.pg = PostgresStore(self.url, pool_size=4)
+        await self.pg.open()
+        return self.store
+
+    async def another(self) -> Store:
+        other = PostgresStore(self.url, pool_size=4)
+        await other.open()
+        self._abandoned.append(other)
+        return other
+
+    async def handoff_rows(self, session_id: str) -> list[dict[str, Any]]:
+        import asyncpg
+
+        conn = await asyncpg.connect(self.url)
+        try:
+            rows = await conn.fetch(
+                "SELECT * FROM handoffs WHERE session_id = $1 ORDER BY backend", session_id
+            )
+            return [dict(r) for r in rows]
+        finally:
+            await conn.close()
+
+    async def failing_write(self, session_id: str) -> None:
+        async def op(conn: Any) -> None:
+            await conn.execute(
+                "UPDATE sessions SET topic = 'half-done write' WHERE id = $1", session_id
+            )
+            seen = await conn.fetchval(
+                "SELECT COUNT(*) FROM messages WHERE session_id = $1", session_id
+            )
+            self.failing_write_saw.append(int(seen))
+            raise RuntimeError("simulated driver failure")
+
+        await self.pg._write(op)
+
+    def commit_counters(self) -> tuple[int, int] | None:
+        return self.pg.batches, self.pg.batched_ops
+
+
+BACKENDS: dict[str, Callable[[Path], Backend]] = {
+    "sqlite": SQLiteBackend, "postgres": PostgresBackend,
+}
 
 
 @pytest.fixture(params=sorted(BACKENDS))
