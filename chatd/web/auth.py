@@ -34,7 +34,10 @@ def customer_from_jwt(token: str, secret: str) -> Customer:
         raise Unauthorized("the customer token is invalid") from None
     for claim, limit in _MAX.items():
         value = claims.get(claim, "" if claim == "account" else None)
-        if not isinstance(value, str) or len(value) > limit or (claim != "account" and not value):
+        if (
+            not isinstance(value, str) or len(value) > limit
+            or (claim != "account" and not value) or "\x00" in value
+        ):
             raise Unauthorized(f"the customer token lacks a valid {claim!r} claim")
     tier = claims.get("tier")
     if tier not in {t.value for t in Tier}:

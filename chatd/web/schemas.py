@@ -126,4 +126,28 @@ def convert(data: Any, schema: type[T]) -> T:
     """Validate a decoded JSON payload; raises msgspec.ValidationError with a path."""
     if data is None:
         data = {}
+    where = nul_at(data, "$")
+    if where is not None:
+        # No text chatd keeps may hold U+0000: PostgreSQL cannot store it, and no person
+        # types it. Refused the same way whatever the database.
+        raise msgspec.ValidationError(f"text must not contain U+0000 (NUL) - at `{where}`")
     return msgspec.convert(data, schema, strict=True)
+
+
+def nul_at(data: Any, path: str) -> str | None:
+    """The path of the first string (or object key) holding U+0000 in ``data``, if any."""
+    if isinstance(data, str):
+        return path if "\x00" in data else None
+    if isinstance(data, dict):
+        for key, value in data.items():
+            if isinstance(key, str) and "\x00" in key:
+                return path
+            found = nul_at(value, f"{path}.{key}")
+            if found is not None:
+                return found
+    elif isinstance(data, list):
+        for i, value in enumerate(data):
+            found = nul_at(value, f"{path}[{i}]")
+            if found is not None:
+                return found
+    return None

@@ -11,7 +11,7 @@ import aiohttp
 import pytest
 
 from chatd.core.errors import ERROR_CODES
-from tests.e2e.helpers import call, engineer, guest, start_chat
+from tests.e2e.helpers import call, customer_jwt, engineer, guest, start_chat
 
 UUID = "00000000-0000-4000-8000-000000000000"
 
@@ -178,3 +178,42 @@ async def test_a_lone_surrogate_escape_becomes_a_replacement_character(
     assert r["message"]["body"] == "cut here \ufffd"
     got = await eng_in.wait_for("message:new", lambda d: d["message"]["seq"] == r["message"]["seq"])
     assert got["message"]["body"] == "cut here \ufffd"
+
+
+async def test_nul_characters_are_refused_everywhere_and_change_nothing(
+    chatd_factory: Any,
+) -> None:
+    """U+0000 in any text a client gives is refused as bad_request, on every backend (it
+    is a string PostgreSQL cannot store): a message, a topic, a guest's name, a customer
+    token's claim, a login."""
+    chatd = await chatd_factory()
+    eng, eng_in = await engineer(chatd, "alex@example.com")
+    cust, _ = await guest(chatd)
+    sid, _ = await start_chat(chatd, eng, eng_in, cust)
+    before = await call(eng, "/engineer", "session:resume", {"session_id": sid})
+    for body in ("a\x00b", "\x00"):
+        r = await call(cust, "/customer", "message:send",
+                       {"session_id": sid, "client_msg_id": "nul-1", "body": body})
+        assert r["ok"] is False and r["error"]["code"] == "bad_request", r
+        assert "U+0000" in r["error"]["message"] and "$.body" in r["error"]["message"]
+    r = await call(cust, "/customer", "message:send",
+                   {"session_id": sid, "client_msg_id": "nul\x00", "body": "ok"})
+    assert r["error"]["code"] == "bad_request"
+    after = await call(eng, "/engineer", "session:resume", {"session_id": sid})
+    assert after["messages"] == before["messages"]
+
+    other, _ = await guest(chatd, "Other")
+    r = await call(other, "/customer", "chat:request", {"topic": "VPN\x00down"})
+    assert r["error"]["code"] == "bad_request"
+    with pytest.raises(Exception):  # noqa: B017 - refused at connect, as any bad auth
+        await chatd.client("/customer", {"guest": {"name": "Nul\x00", "email": "n@ex.com"}})
+    with pytest.raises(Exception):  # noqa: B017
+        await chatd.client("/customer", {"token": customer_jwt(name="Carol\x00")})
+    async with aiohttp.ClientSession() as http:
+        async with http.post(chatd.url + "/api/login",
+                             json={"email": "alex@example.com\x00", "password": "x"}) as resp:
+            assert resp.status == 400
+    # Nothing of the above was stored; the chat carries on.
+    r = await call(cust, "/customer", "message:send",
+                   {"session_id": sid, "client_msg_id": "nul-1", "body": "clean"})
+    assert r["ok"] and r["message"]["seq"] == after["messages"][-1]["seq"] + 1
