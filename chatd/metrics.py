@@ -26,7 +26,7 @@ from prometheus_client import (
     disable_created_metrics,
     generate_latest,
 )
-from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
 from .core.models import Session
 from .core.observer import OFFER_RESULTS, SESSION_OUTCOMES, abandon_wait, answer_wait, outcome
@@ -156,6 +156,33 @@ class LiveCollector:
         return list(f.values())
 
 
+class StoreCollector:
+    """The store's commit counters, read at scrape time."""
+
+    def __init__(self, counts: Callable[[], tuple[int, int]]) -> None:
+        self.counts = counts
+
+    def _families(self) -> tuple[CounterMetricFamily, CounterMetricFamily]:
+        return (
+            CounterMetricFamily(
+                "chatd_store_commits", "Transactions of writes the store committed."
+            ),
+            CounterMetricFamily(
+                "chatd_store_writes", "Writes committed (writes per commit: group commit)."
+            ),
+        )
+
+    def describe(self) -> Iterable[Metric]:
+        return list(self._families())
+
+    def collect(self) -> Iterable[Metric]:
+        commits, writes = self._families()
+        c, w = self.counts()
+        commits.add_metric([], c)
+        writes.add_metric([], w)
+        return [commits, writes]
+
+
 class Metrics:
     """The app's registry and instruments; also the desk's observer for metrics."""
 
@@ -227,6 +254,10 @@ class Metrics:
             self.registry.unregister(self._live)
         self._live = LiveCollector(live, clients, target, warning)
         self.registry.register(self._live)
+
+    def watch_store(self, counts: Callable[[], tuple[int, int]]) -> None:
+        """Read the store's (commits, writes) at every scrape."""
+        self.registry.register(StoreCollector(counts))
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

@@ -37,6 +37,20 @@ class Lifecycle(Protocol):
         """True when the database answers and its schema is current."""
         ...
 
+class WriteCounters(Protocol):
+    """How well writes are grouped into commits (docs/monitoring.md#metrics)."""
+
+    @property
+    def batches(self) -> int:
+        """Commits of writes so far."""
+        ...
+
+    @property
+    def batched_ops(self) -> int:
+        """Writes committed so far (message appends among them)."""
+        ...
+
+
 class AccountStore(Protocol):
     """Engineers and their API tokens."""
 
@@ -259,8 +273,8 @@ class DeskStore(SessionStore, MessageStore, Protocol):
 
 
 class Store(
-    Lifecycle, AccountStore, SessionStore, MessageStore, AttachmentStore, OutboxStore,
-    StatsStore, Protocol,
+    Lifecycle, WriteCounters, AccountStore, SessionStore, MessageStore, AttachmentStore,
+    OutboxStore, StatsStore, Protocol,
 ):
     """Every port: what a backend implements."""
 

@@ -68,7 +68,7 @@ class PostgresStore(PostgresRecords):
         self.dsn = dsn
         self.pool_size = pool_size
         self._pool = None
-        self._writer = PostgresWriter(self._acquire)
+        self._writer = PostgresWriter(self._the_pool)
         self._version = 0
 
     @property

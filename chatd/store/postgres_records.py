@@ -64,10 +64,10 @@ class PostgresBase:
     _pool: asyncpg.Pool[Any] | None
     _writer: PostgresWriter
 
-    def _acquire(self) -> Any:
+    def _the_pool(self) -> asyncpg.Pool[Any]:
         if self._pool is None:
             raise Unavailable("the store is closed; try again")
-        return self._pool.acquire()
+        return self._pool
 
     async def _write(self, op: Callable[[Conn], Awaitable[T]]) -> T:
         """Run ``op`` in the writer's next transaction; its result once committed."""

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import contextlib
 import logging
 from collections.abc import Awaitable, Callable, Sequence
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -48,11 +49,15 @@ OPEN = ("waiting", "offered", "active")
 # Writes committed together at most: bounds a transaction's size and the wait of the last.
 MAX_BATCH = 512
 
+# The rows and the chats' counters, in one statement.
 _INSERT_MESSAGES = (
-    f"INSERT INTO messages ({MESSAGE_COLUMNS}) SELECT * FROM unnest("
+    f"WITH inserted AS (INSERT INTO messages ({MESSAGE_COLUMNS}) SELECT * FROM unnest("
     "$1::text[], $2::text[], $3::bigint[], $4::float8[], $5::text[], $6::text[], $7::text[],"
-    " $8::text[], $9::text[], $10::text[], $11::text[], $12::text[])"
+    " $8::text[], $9::text[], $10::text[], $11::text[], $12::text[]))"
+    " UPDATE sessions s SET last_seq = v.seq FROM unnest($13::text[], $14::bigint[])"
+    " AS v(id, seq) WHERE s.id = v.id"
 )
+_M_COLUMNS = ", ".join("m." + c.strip() for c in MESSAGE_COLUMNS.split(","))
 
 
 Result = tuple[Message, bool] | BaseException
@@ -66,23 +71,25 @@ async def append_many(
     Conflict). A retry (a ``client_msg_id`` already stored for the chat, or given twice
     here) is answered with the message stored first."""
     sids = sorted({m.session_id for m in messages})
-    # Lock the chats' counters in one order (ids sorted): two processes never deadlock.
+    keys = [(m.session_id, m.client_msg_id) for m in messages if m.client_msg_id is not None]
+    # One round trip: lock the chats' counters in one order (ids sorted, so two processes
+    # never deadlock) and find the messages these client_msg_ids name already. A retry
+    # committed elsewhere while this waited for the lock is not seen here; the unique index
+    # refuses it then, and the writer runs the batch again one write at a time.
     rows = await conn.fetch(
-        "SELECT id, state, last_seq FROM sessions WHERE id = ANY($1::text[])"
-        " ORDER BY id FOR UPDATE",
-        sids,
+        "WITH locked AS (SELECT id, state, last_seq FROM sessions WHERE id = ANY($1::text[])"
+        " ORDER BY id FOR UPDATE)"
+        f" SELECT l.id, l.state, l.last_seq, {_M_COLUMNS} FROM locked l LEFT JOIN"
+        " (messages m JOIN unnest($2::text[], $3::text[]) AS k(sid, cid)"
+        " ON m.session_id = k.sid AND m.client_msg_id = k.cid) ON m.session_id = l.id",
+        sids, [k[0] for k in keys], [k[1] for k in keys],
     )
     last = {r[0]: int(r[2]) for r in rows}
     is_open = {r[0]: r[1] in OPEN for r in rows}
-    keys = [(m.session_id, m.client_msg_id) for m in messages if m.client_msg_id is not None]
     known: dict[tuple[str, str], Message] = {}
-    if keys:
-        for r in await conn.fetch(
-            f"SELECT {MESSAGE_COLUMNS} FROM messages m JOIN unnest($1::text[], $2::text[])"
-            " AS k(sid, cid) ON m.session_id = k.sid AND m.client_msg_id = k.cid",
-            [k[0] for k in keys], [k[1] for k in keys],
-        ):
-            known[r[1], r[9]] = message_from_row(r)
+    for r in rows:
+        if r[3] is not None:
+            known[r[4], r[12]] = message_from_row(tuple(r)[3:])
     out: list[Result] = []
     new: list[tuple[NewMessage, int]] = []
     for m in messages:
@@ -114,13 +121,8 @@ async def append_many(
                 m.kind.value, m.body, m.client_msg_id, dumps(m.attachment), dumps(m.event),
             )):
                 columns[i].append(value)
-        await conn.execute(_INSERT_MESSAGES, *columns)
-        moved = {m.session_id for m, _ in new}
-        await conn.execute(
-            "UPDATE sessions s SET last_seq = v.seq FROM unnest($1::text[], $2::bigint[])"
-            " AS v(id, seq) WHERE s.id = v.id",
-            sorted(moved), [last[sid] for sid in sorted(moved)],
-        )
+        moved = sorted({m.session_id for m, _ in new})
+        await conn.execute(_INSERT_MESSAGES, *columns, moved, [last[sid] for sid in moved])
     return out
 
 
@@ -137,14 +139,16 @@ Item = tuple["AppendOp | Op", "asyncio.Future[Any]"]
 
 
 class PostgresWriter:
-    """One writer per process: batches of writes, one transaction each (group commit)."""
+    """One writer per process: batches of writes, one transaction each (group commit), on
+    a connection of its own borrowed from the pool (and given back when it breaks)."""
 
-    def __init__(self, acquire: Callable[[], Any], *, max_batch: int = MAX_BATCH) -> None:
-        self._acquire = acquire  # the pool's acquire(): an async context manager
+    def __init__(self, pool: Callable[[], Any], *, max_batch: int = MAX_BATCH) -> None:
+        self._pool = pool  # the store's pool (raises Unavailable once it is closed)
         self._max_batch = max_batch
         self._queue: collections.deque[Item] = collections.deque()
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
+        self._conn: Conn | None = None
         self._closing = False
         self.batches = 0  # commits so far (tests, benchmarks)
         self.batched_ops = 0  # writes committed so far
@@ -164,6 +168,7 @@ class PostgresWriter:
         if self._task is not None:
             await self._task
             self._task = None
+        await self._give_back()
 
     async def write(self, op: AppendOp | Op) -> Any:
         if self._closing or self._task is None:
@@ -186,22 +191,43 @@ class PostgresWriter:
                 await self._commit(batch)
             except Exception:  # never leave the writer dead: answer the batch and go on
                 log.exception("database write failed")
+                for _, fut in batch:
+                    if not fut.done():
+                        fut.set_exception(Unavailable("the write failed; try again"))
+
+    async def _connection(self) -> Conn:
+        if self._conn is None or self._conn.is_closed():
+            await self._give_back()
+            self._conn = await self._pool().acquire()
+        return self._conn
+
+    async def _give_back(self) -> None:
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            with contextlib.suppress(Exception):  # a broken one is closed by the pool
+                await self._pool().release(conn)
 
     async def _commit(self, batch: list[Item]) -> None:
-        answers: list[tuple[asyncio.Future[Any], Any, BaseException | None]] = []
         try:
-            async with self._acquire() as conn, conn.transaction():
+            conn = await self._connection()
+            async with conn.transaction():
                 answers = await self._apply(conn, batch)
-        except BaseException as exc:
-            err = as_unavailable(exc)
-            for _, fut in batch:
-                if not fut.done():
-                    fut.set_exception(err)
-            if isinstance(exc, Exception):
+        except Exception as exc:
+            if is_connection_error(exc) or len(batch) == 1:
+                if is_connection_error(exc):
+                    await self._give_back()
+                err = as_unavailable(exc)
+                for _, fut in batch:
+                    if not fut.done():
+                        fut.set_exception(err)
                 return
-            raise
+            # A write the database refused took the whole transaction with it: run the
+            # batch again one write at a time, so that it fails alone.
+            for item in batch:
+                await self._commit([item])
+            return
         self.batches += 1
-        self.batched_ops += sum(1 for _, value, error in answers if error is None)
+        self.batched_ops += sum(1 for _, _, error in answers if error is None)
         for fut, value, error in answers:
             if fut.done():  # the caller was cancelled: its write stands
                 continue
@@ -221,7 +247,14 @@ class PostgresWriter:
                 j = i
                 while j < len(batch) and isinstance(batch[j][0], AppendOp):
                     j += 1
-                answers += await self._appends(conn, batch[i:j])
+                run = batch[i:j]
+                results = await append_many(
+                    conn, [a.message for a, _ in run if isinstance(a, AppendOp)]
+                )
+                answers += [
+                    (f, None, r) if isinstance(r, BaseException) else (f, r, None)
+                    for (_, f), r in zip(run, results, strict=True)
+                ]
                 i = j
                 continue
             try:
@@ -233,29 +266,6 @@ class PostgresWriter:
                 answers.append((fut, None, exc))
             i += 1
         return answers
-
-    async def _appends(
-        self, conn: Conn, run: list[Item]
-    ) -> list[tuple[asyncio.Future[Any], Any, BaseException | None]]:
-        messages = [op.message for op, _ in run if isinstance(op, AppendOp)]
-        try:
-            async with conn.transaction():
-                results = await append_many(conn, messages)
-        except Exception as exc:
-            if is_connection_error(exc) or len(run) == 1:
-                if is_connection_error(exc):
-                    raise
-                return [(run[0][1], None, exc)]
-            # One message the database refuses (say, a NUL character in its body) must
-            # not take its batch with it: store them one by one.
-            out = []
-            for item in run:
-                out += await self._appends(conn, [item])
-            return out
-        return [
-            (fut, None, r) if isinstance(r, BaseException) else (fut, r, None)
-            for (_, fut), r in zip(run, results, strict=True)
-        ]
 
 
 def is_connection_error(exc: BaseException) -> bool:

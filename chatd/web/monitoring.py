@@ -246,6 +246,8 @@ def setup_monitoring(app: web.Application, monitor: Monitor) -> None:
         handoff = app[HANDOFF]
         handoff.metrics.subscribe(monitor.metrics.handoffs)
         monitor.metrics.handoffs.backends(handoff.backends)
+    store = app[keys.STORE]
+    monitor.metrics.watch_store(lambda: (store.batches, store.batched_ops))
     monitor.metrics.watch(
         lambda: monitor.desk.live(forecast=True), lambda: _clients(app),
         target=monitor.settings.wait_target_seconds,

@@ -49,6 +49,15 @@ async def test_metrics_show_a_chat_with_a_known_wait(chatd_factory: Any) -> None
     assert sample(m, "chatd_handoff_pending") == 0
     assert sample(m, "chatd_handoffs_total", backend="file", result="delivered") == 0
     assert sample(m, "chatd_event_loop_lag_seconds") >= 0
+    # Every write so far (the account, the token, the chat, the accept, the message …)
+    # was committed, some of them perhaps together.
+    commits, writes = sample(m, "chatd_store_commits_total"), sample(m, "chatd_store_writes_total")
+    assert 5 <= commits <= writes
+    await call(cust, "/customer", "message:send",
+               {"session_id": sid, "client_msg_id": "c2", "body": "Still crashes"})
+    after = await scrape(chatd)
+    assert sample(after, "chatd_store_writes_total") == writes + 1
+    assert sample(after, "chatd_store_commits_total") == commits + 1
 
     await cust.disconnect()
     assert sample(await scrape(chatd), "chatd_connected_clients", namespace="customer") == 0
