@@ -94,7 +94,12 @@ class PostgresStore(PostgresRecords):
             max_size=self.pool_size,
             # Acknowledged means on disk: never let a role's or database's default turn
             # synchronous commit off under chatd.
-            server_settings={"synchronous_commit": "on", "application_name": "chatd"},
+            # Custom plans: a desk starts empty and grows, and a plan cached while a table
+            # was small (a scan of all messages) would outlive its use.
+            server_settings={
+                "synchronous_commit": "on", "application_name": "chatd",
+                "plan_cache_mode": "force_custom_plan",
+            },
             command_timeout=60,
         )
         try:
