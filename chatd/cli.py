@@ -160,10 +160,16 @@ def event_loop() -> asyncio.AbstractEventLoop:
 
 
 async def _with_store(settings: Settings, fn: Callable[[Store], Awaitable[int]]) -> int:
-    from .store import store_from_url
+    from .store import redact, store_from_url
 
     store = store_from_url(settings.database_url, pool_size=settings.database_pool_size)
-    await store.open()
+    try:
+        await store.open()
+    except Exception as exc:  # unreachable, refused, or a schema this chatd cannot use
+        detail = " ".join(str(exc).split()) or type(exc).__name__
+        print(f"chatd: cannot open the database {redact(settings.database_url)}: {detail}",
+              file=sys.stderr)
+        return 1
     try:
         return await fn(store)
     finally:

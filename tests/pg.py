@@ -65,13 +65,17 @@ class Databases:
             self.template = name
         return self.template
 
-    async def create(self) -> str:
-        """A new migrated database; its URL."""
+    async def create(self, *, empty: bool = False) -> str:
+        """A new migrated database (``empty``: without chatd's schema); its URL."""
         if SKIP:
             pytest.skip("CHATD_TEST_SKIP_POSTGRES=1")
-        template = await self._template()
         name = f"{self.run}_{uuid.uuid4().hex[:10]}"
-        await _admin(f'CREATE DATABASE "{name}" TEMPLATE "{template}"')
+        if empty:
+            self.used = True
+            await _admin(f'CREATE DATABASE "{name}"')
+        else:
+            template = await self._template()
+            await _admin(f'CREATE DATABASE "{name}" TEMPLATE "{template}"')
         return url_of(name)
 
     async def drop(self, url: str) -> None:

@@ -70,3 +70,22 @@ def test_trusted_proxies_are_addresses_or_networks() -> None:
     assert load_settings({}).trusted_proxies == ()
     with pytest.raises(ConfigError, match="'proxy.local' is not an IP address or network"):
         load_settings({"CHATD_TRUSTED_PROXIES": "10.0.0.1,proxy.local"})
+
+
+@pytest.mark.parametrize(
+    ("url", "says"),
+    [
+        ("postgresql://chatd:s3cret-pw@127.0.0.1:1/chatd", "Connect call failed"),
+        ("postgresql://postgres@127.0.0.1:5432/chatd_no_such_database",
+         'database "chatd_no_such_database" does not exist'),
+    ],
+)
+def test_a_database_that_cannot_be_opened_is_one_clear_line(
+    tmp_path: Path, url: str, says: str
+) -> None:
+    for args in (("engineer", "list"), ("serve", "--port", "0")):
+        r = run(tmp_path, *args, CHATD_DATABASE_URL=url)
+        assert r.returncode == 1
+        assert r.stderr.startswith("chatd: cannot open the database postgresql://"), r.stderr
+        assert says in r.stderr and "Traceback" not in r.stderr
+        assert "s3cret-pw" not in r.stderr

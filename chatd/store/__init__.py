@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from urllib.parse import parse_qs, unquote, urlsplit
+from urllib.parse import parse_qs, unquote, urlsplit, urlunsplit
 
 from ..core.ports import Store
 
@@ -65,6 +65,16 @@ def check_url(url: str) -> None:
             raise StoreURLError(
                 "a PostgreSQL URL names its database: postgresql://USER@HOST[:PORT]/DATABASE"
             )
+
+
+def redact(url: str) -> str:
+    """``url`` without its password, to be shown."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    netloc = parts.netloc.rsplit("@", 1)
+    user = netloc[0].split(":", 1)[0]
+    return urlunsplit(parts._replace(netloc=f"{user}:***@{netloc[1]}"))
 
 
 def is_postgres(url: str) -> bool:

@@ -24,9 +24,9 @@ import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TextIO
-from urllib.parse import parse_qs, quote, urlsplit, urlunsplit
+from urllib.parse import parse_qs, quote, urlsplit
 
-from . import StoreURLError, check_url, is_postgres, sqlite_path
+from . import StoreURLError, check_url, is_postgres, redact, sqlite_path
 
 if TYPE_CHECKING:
     import aiosqlite
@@ -380,16 +380,6 @@ def _with_booleans(row: Sequence[Any], booleans: Sequence[int]) -> tuple[Any, ..
 
 def _one_line(exc: BaseException) -> str:
     return " ".join(str(exc).split()) or type(exc).__name__
-
-
-def redact(url: str) -> str:
-    """``url`` without its password, to be shown."""
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    netloc = parts.netloc.rsplit("@", 1)
-    user = netloc[0].split(":", 1)[0]
-    return urlunsplit(parts._replace(netloc=f"{user}:***@{netloc[1]}"))
 
 
 # ---------------------------------------------------------------------- the command
