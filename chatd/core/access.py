@@ -19,6 +19,7 @@ from .models import Customer, Engineer, Sender, Session
 from .ports import DeskStore
 from .queue import QueueView
 from .settings import DeskSettings
+from .waits import Wait
 
 Actor = Customer | Engineer
 
@@ -129,5 +130,17 @@ class SessionAccess:
         raise SessionClosed("the session has ended")
 
     def session_wire(self, session: Session) -> dict[str, Any]:
-        position = self.view.position(session) if session.id in self.sessions else None
-        return session.to_wire(position=position, estimate=self.view.estimate(position))
+        """The session as its customer and engineer see it; while it waits, with its
+        position and what the widget needs to follow the queue boards (board.py)."""
+        position = self.view.told_position(session) if session.id in self.sessions else None
+        return self.board_wire(session, position, self.view.estimate(position))
+
+    def board_wire(
+        self, session: Session, position: int | None, estimate: Wait | None
+    ) -> dict[str, Any]:
+        wire = session.to_wire(position=position, estimate=estimate)
+        if position is not None:
+            wire["arrival"] = session.arrival_seq
+            wire["board"] = self.view.board
+            wire["board_seen"] = self.view.board_seen()
+        return wire

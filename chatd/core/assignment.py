@@ -8,7 +8,6 @@ each change before reporting it, and is called by the desk under its lock.
 
 from __future__ import annotations
 
-from bisect import insort
 from collections import OrderedDict
 from collections.abc import Callable
 
@@ -53,6 +52,7 @@ class Assignment:
         customer_conns: dict[str, int],
         customer_gone: dict[str, float],
         recently_closed: OrderedDict[str, Session],
+        open_of_customer: dict[str, Session],
         offer_book: OfferBook,
         messages: Messages,
         presence: Callable[[Engineer, float], Presence],
@@ -70,6 +70,7 @@ class Assignment:
         self.customer_conns = customer_conns
         self.customer_gone = customer_gone  # session id -> end of the customer's grace
         self.recently_closed = recently_closed
+        self.open_of_customer = open_of_customer  # customer id -> their open chat
         self.offer_book = offer_book
         self.offers = offer_book.offers
         self.declined = offer_book.declined
@@ -107,9 +108,8 @@ class Assignment:
         self.observed.accepted(now - offer.made_at)
         self.offers.pop(session.id, None)
         self.declined.pop(session.id, None)
-        self.queue.remove(session)
+        self.view.remove(session, fx)
         self.customer_gone.pop(session.id, None)
-        self.view.forget(session.id)
         self.view.changed()
         p = self.presence(engineer, now)
         p.offers.discard(session.id)
@@ -190,7 +190,7 @@ class Assignment:
             session.engineer = None
             session.assigned_at = None
             await self.store.save_session_state(session)
-            insort(self.queue, session, key=lambda s: s.arrival_key)
+            self.view.insert(session, fx)
             self.view.forget(session.id)
             self.view.changed()
             if self.customer_conns.get(sid, 0) == 0:
@@ -243,6 +243,8 @@ class Assignment:
         if offer is not None:
             self.offer_book.revoke(session.id, "ended", fx)
         del self.sessions[session.id]
+        if self.open_of_customer.get(session.customer.id) is session:
+            del self.open_of_customer[session.customer.id]
         self.recently_closed[session.id] = session
         if len(self.recently_closed) > _RECENTLY_CLOSED:
             self.recently_closed.popitem(last=False)
@@ -250,7 +252,7 @@ class Assignment:
         self.customer_gone.pop(session.id, None)
         self.view.forget(session.id)
         if was_queued:
-            self.queue.remove(session)
+            self.view.remove(session, fx)
             self.view.changed()
         if session.engineer is not None:
             p = self.engineers.get(session.engineer.id)

@@ -18,7 +18,6 @@ ending chats).
 from __future__ import annotations
 
 import asyncio
-from bisect import insort
 from collections import OrderedDict
 from collections.abc import Callable
 from typing import Any
@@ -33,6 +32,7 @@ from .clock import Clock
 from .effects import CUSTOMER_NS as CUSTOMER_NS
 from .effects import ENGINEER_NS as ENGINEER_NS
 from .effects import ENGINEERS_ROOM as ENGINEERS_ROOM
+from .effects import QUEUE_ROOM as QUEUE_ROOM
 from .effects import Effects as Effects
 from .effects import Outbound as Outbound
 from .effects import customer_room as customer_room
@@ -61,7 +61,10 @@ from .presence import Offer, Presence
 from .queue import QueueView
 from .settings import DeskSettings as DeskSettings
 from .stats import LiveDesk
-from .waits import WaitTable
+from .waits import WaitTable, wait_wire
+
+# The waiting customers a queue:snapshot lists, from the head; its "length" counts all.
+SNAPSHOT_QUEUE = 200
 
 # The names above imported "as" themselves are re-exported: other modules long imported
 # them from here; they now live beside it (access.py, effects.py, ids.py, settings.py).
@@ -94,6 +97,9 @@ class Desk:
         self._engineers: dict[str, Presence] = {}
         self._customer_conns: dict[str, int] = {}
         self._customer_gone: dict[str, float] = {}
+        # Each customer's open chat, to refuse a second one without a scan of every chat
+        # (an entry whose chat is no longer in _sessions is stale and ignored).
+        self._open_of_customer: dict[str, Session] = {}
         self._arrival_seq = 0
         self.view = QueueView(self.settings, clock, self._queue, self._sessions,
                               self._engineers, self._offers)
@@ -116,6 +122,7 @@ class Desk:
             store, clock, self.settings, self.observer, self.view,
             sessions=self._sessions, queue=self._queue, engineers=self._engineers,
             customer_conns=self._customer_conns, customer_gone=self._customer_gone,
+            open_of_customer=self._open_of_customer,
             recently_closed=self._recently_closed, offer_book=self.offer_book,
             messages=self.messages, presence=self._presence,
         )
@@ -140,8 +147,9 @@ class Desk:
                 if session.state is SessionState.OFFERED:
                     session.state = SessionState.WAITING
                     await self.store.save_session_state(session)
+                self._open_of_customer[session.customer.id] = session
                 if session.state is SessionState.WAITING:
-                    insort(self._queue, session, key=lambda s: s.arrival_key)
+                    self.view.insert(session)
                     self._customer_gone[session.id] = now + self.settings.grace
                 elif session.engineer is not None:
                     p = self._presence(session.engineer, now)
@@ -172,14 +180,14 @@ class Desk:
         if message is not None and not message.strip():
             message = None
         async with self._lock:
-            for s in self._sessions.values():
-                if s.customer.id == customer.id:
-                    if request_id is not None and s.request_id == request_id:
-                        return await self._answer_again(s)
-                    raise Conflict(
-                        "you already have an open chat; resume it or end it first",
-                        session_id=s.id,
-                    )
+            s = self._open_of_customer.get(customer.id)
+            if s is not None and self._sessions.get(s.id) is s:
+                if request_id is not None and s.request_id == request_id:
+                    return await self._answer_again(s)
+                raise Conflict(
+                    "you already have an open chat; resume it or end it first",
+                    session_id=s.id,
+                )
             now = self.clock.now()
             self.arrivals.observe(now)
             self._arrival_seq += 1
@@ -208,23 +216,21 @@ class Desk:
             await self.store.create_session(session, hash_token(token), first)
             self.observer.session_requested(session)
             self._sessions[session.id] = session
-            insort(self._queue, session, key=lambda s: s.arrival_key)
-            self.view.joined()
+            self._open_of_customer[customer.id] = session
+            self.view.insert(session)
             fx: Effects = []
             self.offer_book.match(now, fx)
             await self.offer_book.persist(fx)
             position, estimate = self.view.told_on_joining(session, now)
             self.view.flush_queue_update(now, fx)
-            wire = session.to_wire(position=position, estimate=estimate)
+            wire = self.access.board_wire(session, position, estimate)
             return wire, token, fx
 
     async def _answer_again(self, session: Session) -> tuple[dict[str, Any], str, Effects]:
         token = self._new_token()
         if not await self.store.set_resume_token_hash(session.id, hash_token(token)):
             raise SessionClosed("the session has ended")  # pragma: no cover - ended meanwhile
-        position = self.view.position(session)
-        wire = session.to_wire(position=position, estimate=self.view.estimate(position))
-        return wire, token, []
+        return self.access.session_wire(session), token, []
 
     async def verify_resume_token(self, session_id: str, token: str) -> Session:
         """The session a resume token opens: its chat while open, and for
@@ -282,6 +288,26 @@ class Desk:
     async def find_session(self, actor: Actor, session_id: str) -> Session:
         """Any session (open or closed) the actor may see, else NotFound/Forbidden."""
         return await self.access.find_session(actor, session_id)
+
+    async def queue_position(self, actor: Actor, session_id: str) -> dict[str, Any]:
+        """A customer's place as of the current board, asked for when a board was missed
+        (docs/protocol.md#queueboard); ``position`` None once it no longer waits."""
+        session = await self.find_session(actor, session_id)
+        position = self.view.told_position(session) if session.id in self._sessions else None
+        return {
+            "session_id": session.id,
+            "position": position,
+            "arrival": session.arrival_seq,
+            "board": self.view.board,
+            "board_seen": self.view.board_seen(),
+            **wait_wire(self.view.estimate(position)),
+            "engineers_online": self.engineers_online(),
+        }
+
+    def waiting(self, session_id: str) -> bool:
+        """Whether the session is in the queue (its customer reads the boards)."""
+        session = self._sessions.get(session_id)
+        return session is not None and session.state in QUEUED_STATES
 
     def typing(self, actor: Actor, session_id: str, is_typing: bool) -> Effects:
         return self.messages.typing(actor, session_id, is_typing)
@@ -384,7 +410,7 @@ class Desk:
     def snapshot(self, engineer: Engineer) -> dict[str, Any]:
         now = self.clock.now()
         queue = []
-        for i, s in enumerate(self._queue):
+        for i, s in enumerate(self._queue[:SNAPSHOT_QUEUE]):
             item = s.to_wire(position=i + 1, estimate=self.view.estimate(i + 1))
             item["waited_seconds"] = round(now - s.created_at, 1)
             offer = self._offers.get(s.id)
@@ -508,7 +534,7 @@ class Desk:
                     await self.assignment.requeue_all(p, now, fx)
             self.offer_book.match(now, fx)
             await self.offer_book.persist(fx)
-            self.view.flush_positions(now, fx)
+            self.view.flush_board(now, fx)
             self.view.flush_queue_update(now, fx)
             if alert := self.alerts.check(now, self._queue, self.engineers_online(),
                                           self.view.longest_predicted(now)):

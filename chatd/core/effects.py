@@ -12,6 +12,8 @@ from .models import Customer, Engineer, Message, Session, SessionState
 CUSTOMER_NS = "customer"
 ENGINEER_NS = "engineer"
 ENGINEERS_ROOM = "engineers"
+# Every waiting customer's connections: the audience of the queue board (board.py).
+QUEUE_ROOM = "queue"
 
 
 def customer_room(session_id: str) -> str:
@@ -32,6 +34,18 @@ class Outbound:
     event: str
     payload: dict[str, Any]
     skip_origin: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Membership(Outbound):
+    """Not an event: put the connections in ``room`` (a chat's customer room) into the
+    room named by ``payload["room"]``, or take them out of it (``payload["join"]``)."""
+
+
+def queue_membership(session_id: str, join: bool) -> Membership:
+    return Membership(
+        CUSTOMER_NS, customer_room(session_id), "membership", {"room": QUEUE_ROOM, "join": join}
+    )
 
 
 Effects = list[Outbound]

@@ -1,6 +1,7 @@
 """The queue as waiting customers and engineers are told it: positions, predicted waits
-and their ranges (docs/waits.md), the coalesced ``queue:position`` and ``queue:update``
-news, the longest predicted wait for the alert, and the staffing forecast.
+and their ranges (docs/waits.md), the queue board every waiting customer reads
+(board.py) and the coalesced ``queue:update``, the longest predicted wait for the alert,
+and the staffing forecast.
 
 ``QueueView`` reads the desk's live state (the queue, sessions, engineers' presence and
 offers: the same objects the desk changes) and keeps what it has told whom; the desk tells
@@ -10,11 +11,21 @@ it when the queue or the engineers changed, and asks it what to send.
 from __future__ import annotations
 
 import math
+from bisect import bisect_left
 from typing import Any
 
 from .arrivals import ArrivalRate
+from .board import grid, waits_wire
 from .clock import Clock
-from .effects import CUSTOMER_NS, ENGINEER_NS, ENGINEERS_ROOM, Effects, Outbound, customer_room
+from .effects import (
+    CUSTOMER_NS,
+    ENGINEER_NS,
+    ENGINEERS_ROOM,
+    QUEUE_ROOM,
+    Effects,
+    Outbound,
+    queue_membership,
+)
 from .models import QUEUED_STATES, EngineerStatus, Session, SessionState, iso
 from .presence import Offer, Presence
 from .settings import DeskSettings
@@ -28,7 +39,6 @@ from .waits import (
     WaitTable,
     news,
     predict,
-    wait_wire,
 )
 
 # The wait table is recomputed at least every twentieth of a handle time while customers
@@ -64,8 +74,13 @@ class QueueView:
         # What the model said each waiting customer would wait when they joined (position,
         # (mean, low, high)): their real wait calibrates the ranges (docs/waits.md).
         self._told: dict[str, tuple[int, tuple[float, float, float]]] = {}
-        self._pos_sent: dict[str, tuple[int, Wait | None, float]] = {}
-        self._pos_dirty = False
+        # The board (board.py): its number, what changed since it was sent, what it said.
+        self.board = 0
+        self._left: list[int] = []
+        self._back: list[int] = []
+        self._board_dirty = False
+        self._board_sent_at = float("-inf")
+        self._board_said: tuple[list[Wait] | None, int, int] | None = None
         self._queue_sent: tuple[int, str | None] | None = None
         self._queue_sent_at = float("-inf")
         # The longest predicted wait's part that does not move with the clock, for the table
@@ -77,10 +92,40 @@ class QueueView:
 
     # ------------------------------------------------------------------ told by the desk
 
-    def joined(self) -> None:
-        """A customer joined at the tail: positions to tell, but nobody's wait ahead
-        changed, so the wait table stays."""
-        self._pos_dirty = True
+    def insert(self, session: Session, fx: Effects | None = None) -> int:
+        """Put a session into the queue in arrival order; its index. One that does not land
+        at the tail (it came back to its place) moves everyone behind it: the next board
+        says so. One at the tail changes nobody's place or wait ahead. With ``fx``, the
+        customer's connections are put in the board's room (a new chat's are put there as
+        it is answered, by the socket layer)."""
+        keys = self.queue
+        i = bisect_left(keys, session.arrival_key, key=lambda s: s.arrival_key)
+        keys.insert(i, session)
+        if i < len(keys) - 1:
+            self._back.append(session.arrival_seq)
+            self._board_dirty = True
+        if fx is not None:
+            fx.append(queue_membership(session.id, True))
+        return i
+
+    def remove(self, session: Session, fx: Effects) -> None:
+        """Take a session out of the queue (answered or gone); the next board says so, and
+        its customer's connections leave the board's room."""
+        i = self.index(session)
+        if i is not None:
+            del self.queue[i]
+        self._left.append(session.arrival_seq)
+        self._board_dirty = True
+        self.forget(session.id)
+        fx.append(queue_membership(session.id, False))
+
+    def index(self, session: Session) -> int | None:
+        """Where a queued session stands (0 is next), in O(log n): the queue is kept in
+        arrival order."""
+        i = bisect_left(self.queue, session.arrival_key, key=lambda s: s.arrival_key)
+        if i < len(self.queue) and self.queue[i] is session:
+            return i
+        return None
 
     def stale(self) -> None:
         """Offers changed: the waits are recomputed when next asked for."""
@@ -88,14 +133,21 @@ class QueueView:
 
     def forget(self, session_id: str) -> None:
         """The session left the queue (answered or ended)."""
-        self._pos_sent.pop(session_id, None)
         self._told.pop(session_id, None)
 
+    def told_position(self, session: Session) -> int | None:
+        """A waiting customer's position (1 is next); None once it no longer waits."""
+        return self.position(session)
+
+    def board_seen(self) -> list[int]:
+        """How many of the next board's changes (left, back) have happened already: a
+        position told now counts them (board.py)."""
+        return [len(self._left), len(self._back)]
+
     def told_on_joining(self, session: Session, now: float) -> tuple[int | None, Wait | None]:
-        """The position and wait a customer who just asked is told (in the answer), counted
-        as sent; what the model said is kept to calibrate the ranges once they are
-        answered."""
-        position = self.position(session)
+        """The position and wait a customer who just asked is told (in the answer); what
+        the model said is kept to calibrate the ranges once they are answered."""
+        position = self.told_position(session)
         if position is None:
             return None, None
         if self._waits is not None and len(self._waits) < min(
@@ -107,7 +159,6 @@ class QueueView:
         if table is not None:
             estimate = table.at(position)
             self._told[session.id] = (position, table.model(position))
-        self._pos_sent[session.id] = (position, estimate, now)
         return position, estimate
 
     def answered(self, session: Session, now: float) -> None:
@@ -121,12 +172,8 @@ class QueueView:
     def position(self, session: Session) -> int | None:
         if session.state not in QUEUED_STATES:
             return None
-        # The queue is short next to the cost of a round trip; a linear scan is fine here,
-        # and positions for everyone are computed in one pass by _flush_positions.
-        for i, s in enumerate(self.queue):
-            if s is session:
-                return i + 1
-        return None  # pragma: no cover
+        i = self.index(session)
+        return None if i is None else i + 1
 
     def online_capacity(self) -> int:
         return sum(
@@ -198,11 +245,15 @@ class QueueView:
         if table is None:
             return math.inf
         # max(now - created + predicted) = now + max(predicted - created): the second term
-        # changes only with the table or the queue, not with every tick.
+        # changes only with the table or the queue, not with every tick. It is taken at
+        # the board's grid of positions (every one up to 30, then about every tenth) and
+        # the tail, not at every position: O(log n) for any length of queue.
         key = (len(self.queue), self.queue[0].id)
         if self._longest is None or self._longest[0] is not table or self._longest[1] != key:
+            n = len(self.queue)
+            at = {min(p, n) for p in grid(n)}
             self._longest = (table, key, max(
-                table.at(i + 1).seconds - s.created_at for i, s in enumerate(self.queue)
+                table.at(p).seconds - self.queue[p - 1].created_at for p in at
             ))
         return now + self._longest[2]
 
@@ -245,8 +296,8 @@ class QueueView:
         return out
 
     def changed(self) -> None:
-        """Positions or slots changed: waits are recomputed and customers told."""
-        self._pos_dirty = True
+        """Slots or offers changed: waits are recomputed and customers told."""
+        self._board_dirty = True
         self._waits = None
 
     def stats(self, now: float) -> dict[str, Any]:
@@ -271,37 +322,53 @@ class QueueView:
         self._queue_sent_at = now
         fx.append(Outbound(ENGINEER_NS, ENGINEERS_ROOM, "queue:update", self.stats(now)))
 
-    def flush_positions(self, now: float, fx: Effects) -> None:
-        """Tell each waiting customer their position and estimate when it changed, at most
-        once per ``position_interval`` each. One pass over the queue: O(n) per flush."""
-        if not self._pos_dirty:
+    def flush_board(self, now: float, fx: Effects) -> None:
+        """Send the next board to every waiting customer when the queue changed ahead of
+        someone, or the waits or the engineers online changed enough to tell (news), at
+        most once per ``position_interval``. Its cost does not grow with the queue past
+        the grid of positions (board.py): one payload, encoded once for everyone."""
+        if not self.queue:
+            # Nobody waits to be told; the changes still count for whoever joins next.
+            if self._left or self._back:
+                self._next_board()
             return
+        if now - self._board_sent_at < self.settings.position_interval:
+            return
+        positions = grid(len(self.queue))
         table = self.wait_table()
-        least = self.observed.unit()
-        interval = self.settings.position_interval
-        pending = False
-        for i, session in enumerate(self.queue):
-            position = i + 1
-            estimate = table.at(position) if table is not None else None
-            last = self._pos_sent.get(session.id)
-            if last is not None and last[0] == position and not news(last[1], estimate, least):
-                continue
-            if last is not None and now - last[2] < interval:
-                pending = True
-                continue
-            self._pos_sent[session.id] = (position, estimate, now)
-            fx.append(
-                Outbound(
-                    CUSTOMER_NS,
-                    customer_room(session.id),
-                    "queue:position",
-                    {
-                        "session_id": session.id,
-                        "position": position,
-                        **wait_wire(estimate),
-                        "engineers_online": self.engineers_online(),
-                    },
+        waits = [table.at(p) for p in positions] if table is not None else None
+        online = self.engineers_online()
+        said = self._board_said
+        if not self._board_dirty and said is not None:
+            before, said_online, said_length = said
+            least = self.observed.unit()
+            told = (
+                said_online == online
+                and (before is None) == (waits is None)
+                and (
+                    waits is None or before is None
+                    or (len(before) == len(waits) and not any(
+                        news(a, b, least) for a, b in zip(before, waits, strict=True)
+                    ))
                 )
             )
-        self._pos_dirty = pending
+            if told:
+                return
+        payload: dict[str, Any] = {
+            "v": self.board + 1,
+            "length": len(self.queue),
+            "left": list(self._left),
+            "back": list(self._back),
+            "engineers_online": online,
+            "waits": waits_wire(positions, waits) if waits is not None else None,
+        }
+        self._next_board()
+        self._board_sent_at = now
+        self._board_said = (waits, online, len(self.queue))
+        fx.append(Outbound(CUSTOMER_NS, QUEUE_ROOM, "queue:board", payload))
 
+    def _next_board(self) -> None:
+        self.board += 1
+        self._left.clear()
+        self._back.clear()
+        self._board_dirty = False

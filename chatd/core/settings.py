@@ -19,7 +19,7 @@ class DeskSettings:
     max_capacity: int = 20
     default_handle_seconds: float = 600.0
     handle_history: int = 200
-    position_interval: float = 2.0
+    position_interval: float = 1.0  # at most one queue board per interval
     queue_update_interval: float = 1.0
     history_limit: int = 1000
     # Text an answer with history carries (about, in characters of message bodies and their

@@ -23,11 +23,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ..core.board import BoardReader
 from ..core.clock import FakeClock
 from ..core.desk import CUSTOMER_NS, ENGINEER_NS, Desk, DeskSettings, Effects
 from ..core.errors import DeskError
 from ..core.models import Customer, Engineer, EngineerAccount, EngineerStatus, Role, Tier
 from ..core.ports import Store
+from ..core.waits import Wait, news, wait_wire
 from ..store import store_from_url
 from .scenario import Scenario
 
@@ -53,6 +55,7 @@ class CustomerRecord:
     patience: float
     joined: Told | None = None
     last: Told | None = None
+    reader: BoardReader | None = None  # what the widget makes of the queue boards
     answered: float | None = None
     left: float | None = None
 
@@ -201,6 +204,9 @@ class Day:
         wire, _, fx = await self.desk.request_chat(c, "Simulated question")
         self.by_session[wire["id"]] = rec
         rec.joined = self._told(wire.get("position"), wire)
+        if wire.get("position") is not None:
+            rec.reader = BoardReader(wire["arrival"], wire["position"], wire["board"],
+                                     wire["board_seen"])
         await self.apply(fx)
         if math.isfinite(patience):
             self.at(self.now + patience, self._give_up(wire["id"], c))
@@ -307,6 +313,25 @@ class Day:
 
     # ------------------------------------------------------------------ what the desk says
 
+    def _read_board(self, board: dict[str, Any]) -> None:
+        """Every waiting customer reads the board, as the widget does: what they see
+        changes when their place moved or their wait did (docs/waits.md)."""
+        least = self.desk.observed.unit()
+        for rec in self.by_session.values():
+            r = rec.reader
+            if r is None or rec.answered is not None or rec.left is not None:
+                continue
+            before = r.position
+            if not r.read(board):
+                continue  # pragma: no cover - the simulator misses no board
+            wait = r.wait(board)
+            shown = rec.last or rec.joined
+            told = None if shown is None or shown.seconds is None else Wait(
+                shown.seconds, shown.low or 0, shown.high or 0
+            )
+            if r.position != before or news(told, wait, least):
+                rec.last = self._told(r.position, wait_wire(wait))
+
     async def apply(self, fx: Effects) -> None:
         for o in fx:
             p = o.payload
@@ -318,11 +343,19 @@ class Day:
                 elif o.event == "queue:alert":
                     self.result.alerts.append((self.now, p["level"]))
             elif o.namespace == CUSTOMER_NS:
+                if o.event == "queue:board":
+                    self._read_board(p)
+                    continue
                 rec = self.by_session.get(p.get("session_id", ""))
                 if rec is None:
                     continue
-                if o.event == "queue:position":
-                    rec.last = self._told(p["position"], p)
+                if o.event == "message:new" and (
+                    (p["message"].get("event") or {}).get("type") == "requeued"
+                ):
+                    # Back in the queue: the widget asks its place, and reads boards again.
+                    place = await self.desk.queue_position(self.people[rec.id], p["session_id"])
+                    rec.reader = BoardReader(place["arrival"], place["position"],
+                                             place["board"], place["board_seen"])
                 elif o.event == "session:assigned" and rec.answered is None:
                     rec.answered = self.now
                     e = self.engineers[p["engineer"]["id"]]

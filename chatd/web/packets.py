@@ -8,6 +8,7 @@ turn, in the emitting task. chatd.web.transport's server is built on them.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import re
@@ -70,6 +71,10 @@ class Packet(socketio.packet.Packet):  # type: ignore[misc]
     json = _JSON
 
 
+# Recipients sent to between two turns of the event loop.
+SEND_SLICE = 256
+
+
 class Manager(socketio.AsyncManager):  # type: ignore[misc]
     """python-socketio's room manager, sending an event to a room's members one after
     another, in the emitting task.
@@ -112,7 +117,11 @@ class Manager(socketio.AsyncManager):  # type: ignore[misc]
             engineio.packet.Packet(engineio.packet.MESSAGE, p)
             for p in (encoded if isinstance(encoded, list) else [encoded])
         ]
-        for eio_sid in recipients:
+        for n, eio_sid in enumerate(recipients, 1):
+            if n % SEND_SLICE == 0:
+                # A room of thousands (the queue board's) is sent in slices, letting the
+                # event loop serve others between them: no long stretch without a turn.
+                await asyncio.sleep(0)
             for pkt in packets:
                 try:
                     await self.server._send_eio_packet(eio_sid, pkt)

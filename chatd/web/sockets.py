@@ -28,6 +28,7 @@ from ..core.desk import (
     engineer_room,
     hash_token,
 )
+from ..core.effects import QUEUE_ROOM, Membership
 from ..core.errors import DeskError, Forbidden, RateLimited, TooLarge, Unauthorized
 from ..core.models import Customer, Engineer, EngineerStatus, Message
 from ..core.ports import AccountStore
@@ -83,6 +84,15 @@ class Emitter:
 
     async def emit(self, effects: list[Outbound], origin: str | None = None) -> None:
         for fx in effects:
+            if isinstance(fx, Membership):
+                # A chat's customer connections join or leave a room (the board's).
+                ns = "/" + fx.namespace
+                for sid, _ in list(self.sio.manager.get_participants(ns, fx.room)):
+                    if fx.payload["join"]:
+                        await self.sio.enter_room(sid, fx.payload["room"], namespace=ns)
+                    else:
+                        await self.sio.leave_room(sid, fx.payload["room"], namespace=ns)
+                continue
             await self.sio.emit(
                 fx.event,
                 fx.payload,
@@ -223,6 +233,7 @@ class CustomerNamespace(BaseNamespace):
             "message:read": (s.MessageRead, self.message_read),
             "escalation:request": (s.EscalationRequest, self.escalation),
             "session:end": (s.CustomerEnd, self.session_end),
+            "queue:position": (s.SessionRef, self.queue_position),
         }
 
     async def on_connect(self, sid: str, environ: dict[str, Any], auth: Any) -> bool:
@@ -267,6 +278,8 @@ class CustomerNamespace(BaseNamespace):
             self.desk.customer_disconnected(session_id)
             return
         await self.enter_room(sid, customer_room(session_id))
+        if self.desk.waiting(session_id):
+            await self.enter_room(sid, QUEUE_ROOM)
 
     async def on_disconnect(self, sid: str) -> None:
         conn = self.conns.pop(sid, None)
@@ -336,6 +349,9 @@ class CustomerNamespace(BaseNamespace):
         session, fx = await self.desk.end(conn.actor(p.session_id), p.session_id)
         await self.emitter.emit(fx, sid)
         return {"session": session}
+
+    async def queue_position(self, sid: str, p: s.SessionRef) -> dict[str, Any]:
+        return await self.desk.queue_position(self._conn(sid).actor(p.session_id), p.session_id)
 
 
 @dataclass

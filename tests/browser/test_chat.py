@@ -173,3 +173,41 @@ async def test_second_customer_sees_position_and_estimate_then_gets_the_engineer
     await expect(console.locator(".tab")).to_have_count(2)
     await expect(console.locator(".tab", has_text="Alice First")).to_contain_text("ended")
     assert await bodies(second, w(".msg--system .msg__body")) == ["Dana Engineer joined the chat"]
+
+
+async def test_waiting_customers_move_up_by_the_queue_board(
+    chatd_factory: Any, browser: Browser
+) -> None:
+    """The widget keeps its place from the queue board (docs/protocol.md#queueboard): when a
+    customer ahead leaves, the ones behind move up, and when one is answered, too."""
+    chatd = await chatd_factory()
+    console = await engineer_console(
+        browser, chatd, "dana@vendor.example", "Dana Engineer", capacity=1
+    )
+    _, first = await widget_page(browser, chatd)
+    await request_chat(first, "Alice First", "License server unreachable")
+    await accept_offer(console, "Alice First")
+    pages = []
+    for name in ("Bob Second", "Carol Third", "Dan Fourth"):
+        _, page = await widget_page(browser, chatd)
+        await request_chat(page, name, f"{name}'s problem")
+        pages.append(page)
+    bob, carol, dan = pages
+    pos = [p.locator(w(".queue .queue__pos")) for p in pages]
+    await expect(pos[1]).to_have_text("You are number 2 in the queue")
+    await expect(pos[2]).to_have_text("You are number 3 in the queue")
+
+    # Bob gives up waiting: Carol and Dan move up.
+    await bob.locator(w(".queue")).get_by_role("button", name="Leave the queue").click()
+    await bob.locator(w(".btn--danger")).click()
+    await expect(pos[1]).to_have_text("You are next in the queue")
+    await expect(pos[2]).to_have_text("You are number 2 in the queue")
+
+    # Alice's chat ends and Carol is answered: Dan is next.
+    await first.locator(w(".menu-btn, button[aria-haspopup=menu]")).click()
+    await first.get_by_role("menuitem", name="End chat").click()
+    await first.get_by_role("button", name="Yes, end it").click()
+    await accept_offer(console, "Carol Third")
+    await expect(carol.locator(w(".queue"))).to_be_hidden()
+    await expect(pos[2]).to_have_text("You are next in the queue")
+    await expect(dan.locator(w(".queue .queue__eta"))).to_contain_text("Estimated wait")

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 from typing import Any
 
+from chatd.core.board import BoardReader
 from chatd.core.clock import FakeClock
 from chatd.core.desk import (
     CUSTOMER_NS,
     ENGINEER_NS,
     ENGINEERS_ROOM,
+    QUEUE_ROOM,
     Desk,
     DeskSettings,
     Effects,
@@ -30,7 +32,7 @@ SETTINGS = DeskSettings(
     grace=60,
     default_capacity=3,
     default_handle_seconds=600,
-    position_interval=2,
+    position_interval=1,
 )
 # A lead who only looks at the desk (never connected, never offered anything).
 OBSERVER = Engineer("eng-observer", "observer@vendor.example", "Observer", Role.LEAD)
@@ -40,6 +42,8 @@ class Floor:
     """A desk with its store and fake clock, and shortcuts for the people on it."""
 
     def __init__(self, desk: Desk, store: SQLiteStore, clock: FakeClock) -> None:
+        READERS.clear()
+        SEEN.clear()
         self.desk = desk
         self.store = store
         self.clock = clock
@@ -87,6 +91,7 @@ class Floor:
             c, topic, severity, message, client_msg_id
         )
         self.desk.customer_connected(session["id"])
+        read_as_widget(session)
         return session, fx
 
     async def queue(self, *customers: Customer) -> list[str]:
@@ -157,15 +162,47 @@ def offer_targets(fx: Effects) -> list[tuple[str, str]]:
     return [(o.payload["session_id"], o.room) for o in fx if o.event == "offer:new"]
 
 
+# What each waiting customer's widget makes of the queue boards (chatd/core/board.py),
+# by session id: made when a Floor's customer asks for a chat.
+READERS: dict[str, tuple[BoardReader, list[tuple[int, int | None]]]] = {}
+# What the widgets made of each board (asking twice about one board answers the same).
+SEEN: dict[int, dict[str, tuple[int, int | None]]] = {}
+
+
+def read_as_widget(session: dict[str, Any]) -> None:
+    """Follow the boards as this customer's widget would, from its chat:request answer."""
+    if session.get("position") is not None:
+        READERS[session["id"]] = (
+            BoardReader(session["arrival"], session["position"], session["board"],
+                        session["board_seen"]),
+            [(session["position"], session.get("estimated_wait_seconds"))],
+        )
+
+
 def positions(fx: Effects) -> dict[str, tuple[int, int | None]]:
-    """session id -> (position, estimate) of every queue:position; fails on a duplicate."""
+    """session id -> (position, estimate) of each waiting customer whose widget shows a
+    new position or wait after the queue boards in ``fx``; there is one board at most."""
+    boards = [o for o in fx if o.event == "queue:board"]
+    assert len(boards) <= 1, "two queue boards in one batch"
     out: dict[str, tuple[int, int | None]] = {}
-    for o in fx:
-        if o.event == "queue:position":
-            sid = o.payload["session_id"]
-            assert sid not in out, f"two queue:position for {sid} in one batch"
-            assert o.room == customer_room(sid) and o.namespace == CUSTOMER_NS
-            out[sid] = (o.payload["position"], o.payload["estimated_wait_seconds"])
+    for o in boards:
+        assert (o.namespace, o.room) == (CUSTOMER_NS, QUEUE_ROOM)
+        board = o.payload
+        if board["v"] in SEEN:
+            out.update(SEEN[board["v"]])
+            continue
+        gone = set(board["left"])
+        for sid, (reader, shown) in list(READERS.items()):
+            if reader.arrival in gone:
+                del READERS[sid]
+                continue
+            assert reader.read(board), f"{sid} missed a board"
+            wait = reader.wait(board)
+            now = (reader.position, wait.seconds if wait is not None else None)
+            if now != shown[-1]:
+                shown.append(now)
+                out[sid] = now
+        SEEN[board["v"]] = dict(out)
     return out
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from chatd.core.desk import engineer_room
+from chatd.core.effects import queue_membership
 from chatd.core.models import EndReason, SessionState
 from tests.core.helpers import (
     Floor,
@@ -186,7 +187,12 @@ async def test_engineer_gone_past_grace_requeues_in_original_place(floor: Floor)
     assert note["message"]["event"]["type"] == "requeued"
     assert "Alex" in note["message"]["body"]
     assert to_engineer(fx, alex, "session:requeued") == [{"session_id": first}]
-    assert positions(fx) == {first: (1, None), later[0]: (2, None), later[1]: (3, None)}
+    # Bob and Cat read on the board that Ann is ahead again; Ann's widget, told by the
+    # note that she is back in the queue, asks her place, and reads the boards again.
+    assert positions(fx) == {later[0]: (2, None), later[1]: (3, None)}
+    assert queue_membership(first, True) in fx
+    ann = await floor.desk.queue_position(customer("ann"), first)
+    assert (ann["position"], ann["estimated_wait_seconds"]) == (1, None)
 
     # The next engineer free is offered Ann's chat first.
     bea = await floor.engineer("bea", available=False)

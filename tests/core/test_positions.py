@@ -3,8 +3,10 @@
 
 from __future__ import annotations
 
+import json
+
 from chatd.core.models import Role
-from tests.core.helpers import Floor, customer, positions, sent, to_engineers_room
+from tests.core.helpers import READERS, Floor, customer, positions, sent, to_engineers_room
 
 AHT = 600  # SETTINGS.default_handle_seconds: the estimate's base before any history
 
@@ -44,7 +46,7 @@ async def test_queue_position_follows_the_queue(floor: Floor) -> None:
     assert positions(await floor.later(3)) == {}  # nothing moved since the answers
 
     _, _, fx = await floor.desk.accept(alex, ids[0])
-    fx += await floor.desk.tick()
+    fx += await floor.later(1)
 
     moved = positions(fx)
     assert {sid: p for sid, (p, _) in moved.items()} == {ids[1]: 1, ids[2]: 2, ids[3]: 3}
@@ -55,25 +57,29 @@ async def test_queue_position_follows_the_queue(floor: Floor) -> None:
     assert update["length"] == 3
 
 
-async def test_queue_position_is_sent_at_most_once_per_interval(floor: Floor) -> None:
+async def test_the_board_is_sent_at_most_once_per_interval(floor: Floor) -> None:
     alex = await floor.engineer("alex", capacity=20)
     ids = await floor.queue(*(customer(n) for n in ("ann", "bob", "cat", "dan")))
     floor.clock.advance(3)
     await floor.desk.accept(alex, ids[0])
     assert set(positions(await floor.desk.tick())) == {ids[1], ids[2], ids[3]}
 
-    # Two more moves within the next two seconds...
-    floor.clock.advance(0.5)
+    # Two more moves within the next second...
+    floor.clock.advance(0.4)
     await floor.desk.accept(alex, ids[1])
-    assert positions(await floor.desk.tick()) == {}
-    floor.clock.advance(0.5)
+    assert sent(await floor.desk.tick(), "queue:board") == []
+    floor.clock.advance(0.4)
     await floor.desk.accept(alex, ids[2])
-    assert positions(await floor.desk.tick()) == {}
-    assert positions(await floor.later(0.75)) == {}
+    assert sent(await floor.desk.tick(), "queue:board") == []
+    assert sent(await floor.later(0.1), "queue:board") == []
 
-    # ...reach Dan as one update with where he is now, two seconds after the last one.
-    [(position, _)] = positions(await floor.later(0.25)).values()
-    assert position == 1 and set(positions(await floor.later(0))) == set()
+    # ...reach Dan as one board, a second after the last one, from which he reads that
+    # he is next.
+    fx = await floor.later(0.1)
+    [board] = sent(fx, "queue:board")
+    assert len(board["left"]) == 2
+    [(position, _)] = positions(fx).values()
+    assert position == 1 and sent(await floor.later(0), "queue:board") == []
     assert positions(await floor.later(5)) == {}
 
 
@@ -109,10 +115,10 @@ async def test_estimates_fall_as_engineers_come_and_rise_as_they_go(floor: Floor
     second = ids[1]
 
     async def estimate() -> int | None:
-        fx = await floor.later(2)
-        [payload] = [p for p in sent(fx, "queue:position") if p["session_id"] == second]
-        assert payload["position"] == 2
-        return payload["estimated_wait_seconds"]  # type: ignore[no-any-return]
+        positions(await floor.later(2))
+        position, wait = READERS[second][1][-1]  # what Bob's widget shows
+        assert position == 2
+        return wait
 
     alex = await floor.engineer("alex", capacity=1)
     with_one = await estimate()
@@ -129,19 +135,21 @@ async def test_estimates_fall_as_engineers_come_and_rise_as_they_go(floor: Floor
     assert with_none is None
 
 
-async def test_dequeue_with_200_waiting_sends_at_most_one_position_each(floor: Floor) -> None:
+async def test_a_dequeue_with_2000_waiting_is_one_board_of_a_bounded_size(floor: Floor) -> None:
     alex = await floor.engineer("alex", capacity=1)
-    ids = await floor.queue(*(customer(f"c{i:03d}") for i in range(200)))
-    floor.clock.advance(2)
-    assert positions(await floor.desk.tick()) == {}
+    ids = await floor.queue(*(customer(f"c{i:04d}") for i in range(2000)))
+    positions(await floor.later(2))
 
     _, _, fx = await floor.desk.accept(alex, ids[0])
-    fx += await floor.desk.tick()
+    fx += await floor.later(1)
 
-    emitted = sent(fx, "queue:position")
-    assert len(emitted) <= 199
-    # positions() also fails if any customer got two.
-    moved = positions(fx)
-    assert moved == {sid: (i, moved[sid][1]) for i, sid in enumerate(ids[1:], start=1)}
-    assert len(fx) < 199 + 10
-    assert sent(await floor.later(2), "queue:position") == []
+    # One event for everyone, whatever the length of the queue, and every widget reads
+    # its new place from it.
+    [board] = sent(fx, "queue:board")
+    assert len(fx) < 10
+    assert board["length"] == 1999 and len(board["left"]) == 1
+    assert len(board["waits"]["positions"]) < 100
+    assert len(json.dumps(board)) < 4000
+    positions(fx)
+    assert [READERS[sid][0].position for sid in ids[1:]] == list(range(1, 2000))
+    assert sent(await floor.later(0.5), "queue:board") == []

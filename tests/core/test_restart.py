@@ -12,7 +12,16 @@ from chatd.core.desk import Desk
 from chatd.core.errors import Conflict
 from chatd.core.models import Engineer, SessionState
 from chatd.store.sqlite import SQLiteStore
-from tests.core.helpers import SETTINGS, Floor, customer, positions, to_customer
+from tests.core.helpers import (
+    OBSERVER,
+    READERS,
+    SETTINGS,
+    Floor,
+    customer,
+    positions,
+    read_as_widget,
+    to_customer,
+)
 
 
 class Before:
@@ -72,9 +81,16 @@ async def test_restart_keeps_waiting_order_and_puts_offers_back(
     for sid in [before.offered, *before.waiting]:
         restarted.desk.customer_connected(sid)
 
-    # Customers learn where they stand; the first engineer back is offered the oldest.
+    # Customers learn where they stand as they resume, and follow the boards from there;
+    # the first engineer back is offered the oldest.
+    told = {}
+    for sid in [before.offered, *before.waiting]:
+        wire, _, _ = await restarted.desk.history(OBSERVER, sid)
+        read_as_widget(wire)
+        told[sid] = wire["position"]
     fx = await restarted.desk.tick()
-    assert {sid: pos for sid, (pos, _) in positions(fx).items()} == {
+    positions(fx)
+    assert {sid: READERS[sid][0].position for sid in told} == {
         before.offered: 1, before.waiting[0]: 2, before.waiting[1]: 3,
     }
     bea = await restarted.engineer("bea", capacity=1)

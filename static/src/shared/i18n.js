@@ -242,7 +242,8 @@ export function waitRange(low, high, lang, spoken = false) {
   return lo === hi ? r.about(hi, spoken) : r.between(lo, hi, spoken);
 }
 
-// What a waiting customer is told of their wait, from a session or a queue:position: the
+// What a waiting customer is told of their wait, from a session, a queue board line or
+// queue:position: the
 // range when the server sends one, the single estimate from a server that does not, or
 // that nobody can say yet (no engineer available).
 export function waitText(s, lang, spoken = false) {

@@ -733,7 +733,7 @@ export class Widget {
     socket.on('disconnect', (reason) => this.onDisconnect(reason));
     socket.on('connect_error', (err) => this.onConnectError(err));
     socket.on('message:new', (p) => this.onMessage(p));
-    socket.on('queue:position', (p) => this.onPosition(p));
+    socket.on('queue:board', (b) => this.onBoard(b));
     socket.on('session:assigned', (p) => this.onAssigned(p));
     socket.on('session:ended', (p) => this.onEnded(p));
     socket.on('typing', (p) => this.onTyping(p));
@@ -977,6 +977,7 @@ export class Widget {
     if (m.kind === 'system' && m.event && m.event.type === 'requeued') {
       this.session = { ...this.session, state: 'waiting', engineer: undefined };
       this.render();
+      this.askPosition();
     }
     this.afterMessagesAdded(m.sender.role !== 'customer', true);
     if (m.sender.role !== 'customer' && m.kind !== 'system') this.hideOtherTyping();
@@ -995,6 +996,52 @@ export class Widget {
     }
   }
 
+  /**
+   * The queue board, sent to every waiting customer at once (docs/protocol.md#queueboard):
+   * what changed ahead since the last board, and the waits by position. The widget keeps its
+   * own place from it and picks its own line; after a missed board it asks its place.
+   */
+  onBoard(b) {
+    const s = this.session;
+    if (!s || !b || s.position == null || s.board == null) return;
+    if (s.state !== 'waiting' && s.state !== 'offered') return;
+    if (b.v !== s.board + 1) {
+      if (b.v > s.board + 1) this.askPosition();
+      return;
+    }
+    const [skipLeft, skipBack] = Array.isArray(s.board_seen) ? s.board_seen : [0, 0];
+    const ahead = (list) => (Array.isArray(list) ? list.filter((a) => a < s.arrival).length : 0);
+    const position = s.position
+      - ahead((b.left || []).slice(skipLeft)) + ahead((b.back || []).slice(skipBack));
+    const w = b.waits;
+    let i = -1;
+    if (w && Array.isArray(w.positions)) {
+      for (let k = 0; k < w.positions.length && w.positions[k] <= position; k += 1) i = k;
+    }
+    this.onPosition({
+      session_id: s.id,
+      position,
+      board: b.v,
+      board_seen: [0, 0],
+      engineers_online: b.engineers_online,
+      estimated_wait_seconds: i >= 0 ? w.seconds[i] : null,
+      estimated_wait_low_seconds: i >= 0 ? w.low[i] : null,
+      estimated_wait_high_seconds: i >= 0 ? w.high[i] : null,
+    });
+  }
+
+  /** Ask the server where this chat stands (after a missed board, or back in the queue). */
+  async askPosition() {
+    if (this.askingPosition || !this.session) return;
+    this.askingPosition = true;
+    try {
+      const res = await call(this.socket, 'queue:position', { session_id: this.session.id });
+      if (res.ok && res.position != null) this.onPosition(res);
+    } finally {
+      this.askingPosition = false;
+    }
+  }
+
   onPosition(p) {
     if (!this.session || p.session_id !== this.session.id) return;
     const before = this.session;
@@ -1002,6 +1049,9 @@ export class Widget {
     this.session = {
       ...this.session,
       position: p.position,
+      board: p.board,
+      board_seen: p.board_seen,
+      ...(p.arrival != null ? { arrival: p.arrival } : {}),
       estimated_wait_seconds: p.estimated_wait_seconds,
       estimated_wait_low_seconds: p.estimated_wait_low_seconds,
       estimated_wait_high_seconds: p.estimated_wait_high_seconds,
