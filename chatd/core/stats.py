@@ -147,6 +147,10 @@ def per_engineer(
     }
 
 
+# The waiting chats /api/stats lists, from the head (``length`` counts them all).
+LISTED_WAITING = 200
+
+
 @dataclass(frozen=True, slots=True)
 class LiveDesk:
     """The desk as it is now, read without waiting for its lock."""
@@ -179,7 +183,7 @@ class LiveDesk:
 
     def to_wire(self) -> dict[str, Any]:
         queue = []
-        for i, s in enumerate(self.queue):
+        for i, s in enumerate(self.queue[:LISTED_WAITING]):
             item = {
                 "id": s.id,
                 "state": s.state.value,
