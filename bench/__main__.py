@@ -14,12 +14,15 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from . import chat_load, uploads
+from . import chat_load, durability, surge, uploads
 from .harness import BenchError, Benchmark
 
 BENCHMARKS: list[Benchmark] = [
     chat_load.BENCHMARK,
     uploads.BENCHMARK,
+    surge.BENCHMARK,
+    durability.HANDOFF,
+    durability.RESTART,
 ]
 
 
