@@ -139,6 +139,10 @@ def serve(settings: Settings) -> int:
     if status:
         return status
     app = create_app(settings)
+    from . import memory
+
+    memory.tune()
+    app.cleanup_ctx.append(memory.full_collections)
     # The SQLite writer's thread takes the GIL at least twice per batch of messages, and
     # the event loop holds it through whole iterations; asking for it back after 0.5 ms
     # rather than the default 5 ms makes commits, and so acks, come sooner.

@@ -38,6 +38,8 @@ ALLOWED: dict[str, tuple[str, ...]] = {
     "chatd.core": (),
     # Stopping background tasks.
     "chatd.tasks": (),
+    # The garbage collector's policy for chatd serve.
+    "chatd.memory": (),
     # The storage ports of the core, implemented on SQLite and on PostgreSQL.
     "chatd.store": ("chatd.core", "chatd.tasks", "aiosqlite", "sqlite3", "asyncpg"),
     # Outbox worker and ticket backends. (store: StoreURLError and sqlite_path.)
@@ -79,7 +81,8 @@ ALLOWED: dict[str, tuple[str, ...]] = {
     # The command line; handoff and simulate have their own cli modules.
     "chatd.cli": (
         "chatd.accounts", "chatd.app", "chatd.config", "chatd.core", "chatd.handoff.cli",
-        "chatd.logs", "chatd.sim.cli", "chatd.store", "aiohttp", "argon2", "uvloop",
+        "chatd.logs", "chatd.memory", "chatd.sim.cli", "chatd.store", "aiohttp", "argon2",
+        "uvloop",
     ),
     "chatd.__main__": ("chatd.cli",),
 }

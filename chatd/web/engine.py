@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Callable, Coroutine
 from typing import Any
 from urllib.parse import parse_qs
@@ -31,6 +32,9 @@ log = logging.getLogger(__name__)
 
 # How long a refused WebSocket is given to take its close frame before it is dropped.
 CLOSE_GRACE = 2.0
+# A frame is written at once, in the sending task, only while less than this waits in the
+# connection's write buffer (so that the send never waits for a slow reader).
+DIRECT_WRITE_MAX = 16 * 1024
 
 
 class EngineSocket(engineio.async_socket.AsyncSocket):  # type: ignore[misc]
@@ -71,11 +75,40 @@ class EngineSocket(engineio.async_socket.AsyncSocket):  # type: ignore[misc]
         if self.refused is not None:
             return  # on its way out: nothing more is kept for it
         size = len(pkt.encode())  # encoded once, and cached for the writer
+        if self._direct():
+            # Nothing of this session waits to be written, and its connection takes more
+            # at once: write the frame now, in the sending task, instead of waking the
+            # session's writer task for it. A broadcast to thousands (the queue board) then
+            # costs a frame each, not a task switch each; the order is kept, since the
+            # writer has written everything queued before.
+            ws = self.ws
+            assert ws is not None
+            data = pkt.encode()
+            try:
+                if isinstance(data, str):
+                    await ws.send_str(data)
+                else:
+                    await ws.send_bytes(data)
+            except (OSError, RuntimeError):
+                pass  # the connection is gone; its reader sees it too
+            return
         if self.queued and self.queued + size > self.server.limits.send_queue_max_bytes:
             self.refuse(WSCloseCode.POLICY_VIOLATION, "the client does not read", abort=True)
             return
         self.queued += size
         await super().send(pkt)
+
+    def _direct(self) -> bool:
+        """Whether a packet can be written now, bypassing the queue (see send)."""
+        ws, transport = self.ws, self._transport
+        return (
+            self.upgraded and not self.upgrading and not self.closed
+            and ws is not None and transport is not None and not ws.closed
+            and self.queue.empty()
+            and transport.get_write_buffer_size() < DIRECT_WRITE_MAX
+            and not (self.last_ping
+                     and time.time() - self.last_ping > self.server.ping_timeout)
+        )
 
     async def poll(self) -> list[Any]:
         packets: list[Any] = await super().poll()
@@ -211,8 +244,11 @@ class EngineSocket(engineio.async_socket.AsyncSocket):  # type: ignore[misc]
         if self.upgraded:
             raise OSError("Socket has been upgraded already")
         request = environ["aiohttp.request"]
+        # No permessage-deflate: chatd's frames are small JSON, and a compressor and
+        # decompressor pair would cost each connection about 300 KiB (a browser asks for
+        # it); frames are also written whole, at once (EngineSocket.send).
         ws = web.WebSocketResponse(
-            max_msg_size=self.server.max_http_buffer_size, timeout=CLOSE_GRACE
+            max_msg_size=self.server.max_http_buffer_size, timeout=CLOSE_GRACE, compress=False
         )
         try:
             await ws.prepare(request)
