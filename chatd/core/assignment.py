@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections import OrderedDict
 from collections.abc import Callable
+from typing import Any
 
 from .clock import Clock
 from .effects import (
@@ -111,15 +112,7 @@ class Assignment:
         self.view.remove(session, fx)
         self.customer_gone.pop(session.id, None)
         self.view.changed()
-        p = self.presence(engineer, now)
-        p.offers.discard(session.id)
-        p.active.add(session.id)
-        p.last_assigned_at = now
-        assigned = {"session_id": session.id, "engineer": engineer.ref()}
-        fx.append(Outbound(CUSTOMER_NS, customer_room(session.id), "session:assigned", assigned))
-        fx.append(
-            Outbound(ENGINEER_NS, engineer_room(engineer.id), "session:assigned", assigned)
-        )
+        self._taken_on(session, engineer, now, fx)
         if msg is not None:
             relay(session, msg, fx)
 
@@ -145,15 +138,7 @@ class Assignment:
             session.engineer = old
             raise
         self.offers.pop(session.id, None)
-        p = self.presence(engineer, now)
-        p.offers.discard(session.id)
-        p.active.add(session.id)
-        p.last_assigned_at = now
-        assigned = {"session_id": session.id, "engineer": engineer.ref()}
-        fx.append(Outbound(CUSTOMER_NS, customer_room(session.id), "session:assigned", assigned))
-        fx.append(
-            Outbound(ENGINEER_NS, engineer_room(engineer.id), "session:assigned", assigned)
-        )
+        assigned = self._taken_on(session, engineer, now, fx)
         if old is not None:
             prev = self.engineers.get(old.id)
             if prev is not None:
@@ -212,6 +197,22 @@ class Assignment:
                     {"session_id": sid},
                 )
             )
+
+    def _taken_on(
+        self, session: Session, engineer: Engineer, now: float, fx: Effects
+    ) -> dict[str, Any]:
+        """``engineer`` has the chat now: their presence counts it, and both sides are told
+        (``session:assigned``, whose payload is returned)."""
+        p = self.presence(engineer, now)
+        p.offers.discard(session.id)
+        p.active.add(session.id)
+        p.last_assigned_at = now
+        assigned = {"session_id": session.id, "engineer": engineer.ref()}
+        fx.append(Outbound(CUSTOMER_NS, customer_room(session.id), "session:assigned", assigned))
+        fx.append(
+            Outbound(ENGINEER_NS, engineer_room(engineer.id), "session:assigned", assigned)
+        )
+        return assigned
 
     async def end(
         self,
