@@ -40,7 +40,6 @@ import uuid
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
 
 from .harness import (
     REPLY_TIMEOUT,
@@ -53,8 +52,10 @@ from .harness import (
     close_workers,
     command,
     cpu_seconds,
+    drop_postgres_database,
     login,
     machine_busy_seconds,
+    new_postgres_database,
     percentile,
     plain_env,
     start_chatd,
@@ -67,9 +68,7 @@ BAR = 0.7
 BARS = {"chatd": BAR, "chatd-postgres": 0.5}
 BAR_PAIRS = 50
 CHATD_TARGETS = ("chatd", "chatd-postgres")
-POSTGRES_URL = os.environ.get(
-    "CHATD_BENCH_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/postgres"
-)
+
 # Past this share of one CPU used by others in a measured window, say the run is skewed.
 BUSY_OTHER_PCT = 25.0
 PASSWORD = "benchmark-password"
@@ -224,8 +223,8 @@ async def _measure(
         if target in CHATD_TARGETS:
             database_url = None
             if target == "chatd-postgres":
-                database_url = await _new_postgres_database()
-                stack.push_async_callback(_drop_postgres_database, database_url)
+                database_url = await new_postgres_database()
+                stack.push_async_callback(drop_postgres_database, database_url)
             server, url, engineer_specs, customer_specs = await _chatd(
                 tmp, args, capacity, database_url
             )
@@ -322,34 +321,6 @@ async def _measure(
 
 def _pct(cpu: float | None, seconds: float) -> float | None:
     return None if cpu is None else round(100 * cpu / seconds, 1)
-
-
-async def _new_postgres_database() -> str:
-    """A new database on the benchmark's PostgreSQL server; its URL."""
-    import asyncpg
-
-    name = f"chatd_bench_{os.getpid()}_{uuid.uuid4().hex[:8]}"
-    try:
-        conn = await asyncpg.connect(POSTGRES_URL, timeout=10)
-    except (OSError, asyncpg.PostgresError) as exc:
-        raise BenchError(f"no PostgreSQL at CHATD_BENCH_POSTGRES_URL ({exc})") from None
-    try:
-        await conn.execute(f'CREATE DATABASE "{name}"')
-    finally:
-        await conn.close()
-    parts = urlsplit(POSTGRES_URL)
-    return urlunsplit(parts._replace(path="/" + name))
-
-
-async def _drop_postgres_database(url: str) -> None:
-    import asyncpg
-
-    name = urlsplit(url).path.lstrip("/")
-    conn = await asyncpg.connect(POSTGRES_URL, timeout=10)
-    try:
-        await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-    finally:
-        await conn.close()
 
 
 async def _commits_in_window(url: str, start: float, end: float) -> tuple[int, int] | None:

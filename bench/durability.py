@@ -37,8 +37,15 @@ from typing import Any
 
 from aiohttp import web
 
-from .chat_load import _drop_postgres_database, _new_postgres_database
-from .harness import BenchError, Benchmark, Report, chatd_env, start_chatd
+from .harness import (
+    BenchError,
+    Benchmark,
+    Report,
+    chatd_env,
+    drop_postgres_database,
+    new_postgres_database,
+    start_chatd,
+)
 from .server_process import NotReady, ServerProcess, chatd_argv, free_port
 from .surge import add_backend_argument
 
@@ -67,8 +74,8 @@ def add_restart_arguments(group: argparse._ArgumentGroup) -> None:
 async def _database(backend: str, tmp: Path, stack: contextlib.AsyncExitStack) -> str:
     if backend == "sqlite":
         return f"sqlite:///{tmp / 'bench.db'}"
-    url = await _new_postgres_database()
-    stack.push_async_callback(_drop_postgres_database, url)
+    url = await new_postgres_database()
+    stack.push_async_callback(drop_postgres_database, url)
     return url
 
 

@@ -14,10 +14,12 @@ import os
 import signal
 import sys
 import time
+import uuid
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 import aiohttp
 
@@ -294,3 +296,38 @@ def percentile(sorted_values: Sequence[float], q: float) -> float | None:
         return None
     rank = max(1, min(len(sorted_values), math.ceil(q / 100 * len(sorted_values))))
     return sorted_values[rank - 1]
+
+
+# The PostgreSQL server benchmarks make their databases on (each dropped after).
+POSTGRES_URL = os.environ.get(
+    "CHATD_BENCH_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/postgres"
+)
+
+
+async def new_postgres_database() -> str:
+    """A new database on the benchmark's PostgreSQL server; its URL."""
+    import asyncpg
+
+    name = f"chatd_bench_{os.getpid()}_{uuid.uuid4().hex[:8]}"
+    try:
+        conn = await asyncpg.connect(POSTGRES_URL, timeout=10)
+    except (OSError, asyncpg.PostgresError) as exc:
+        raise BenchError(f"no PostgreSQL at CHATD_BENCH_POSTGRES_URL ({exc})") from None
+    try:
+        await conn.execute(f'CREATE DATABASE "{name}"')
+    finally:
+        await conn.close()
+    parts = urlsplit(POSTGRES_URL)
+    return urlunsplit(parts._replace(path="/" + name))
+
+
+async def drop_postgres_database(url: str) -> None:
+    """Drop a database new_postgres_database made."""
+    import asyncpg
+
+    name = urlsplit(url).path.lstrip("/")
+    conn = await asyncpg.connect(POSTGRES_URL, timeout=10)
+    try:
+        await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    finally:
+        await conn.close()

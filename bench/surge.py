@@ -49,7 +49,6 @@ import time
 from pathlib import Path
 from typing import Any
 
-from .chat_load import _drop_postgres_database, _new_postgres_database
 from .harness import (
     BenchError,
     Benchmark,
@@ -60,8 +59,10 @@ from .harness import (
     close_workers,
     command,
     cpu_seconds,
+    drop_postgres_database,
     login,
     machine_busy_seconds,
+    new_postgres_database,
     percentile,
     plain_env,
     rss_bytes,
@@ -169,8 +170,8 @@ async def _surge(args: argparse.Namespace, backend: str, tmp: Path) -> Report:
     async with contextlib.AsyncExitStack() as stack:
         extra: dict[str, Any] = {}
         if backend == "postgres":
-            extra["database_url"] = await _new_postgres_database()
-            stack.push_async_callback(_drop_postgres_database, extra["database_url"])
+            extra["database_url"] = await new_postgres_database()
+            stack.push_async_callback(drop_postgres_database, extra["database_url"])
         env = chatd_env(tmp, trusted_proxies="127.0.0.1", allow_guests=True, **SETTINGS,
                         **extra)
         emails = [f"engineer{j}@surge.example" for j in range(PAIRS + 1)]

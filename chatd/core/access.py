@@ -132,7 +132,7 @@ class SessionAccess:
     def session_wire(self, session: Session) -> dict[str, Any]:
         """The session as its customer and engineer see it; while it waits, with its
         position and what the widget needs to follow the queue boards (board.py)."""
-        position = self.view.told_position(session) if session.id in self.sessions else None
+        position = self.view.position(session) if session.id in self.sessions else None
         return self.board_wire(session, position, self.view.estimate(position))
 
     def board_wire(

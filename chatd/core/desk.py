@@ -293,7 +293,7 @@ class Desk:
         """A customer's place as of the current board, asked for when a board was missed
         (docs/protocol.md#queueboard); ``position`` None once it no longer waits."""
         session = await self.find_session(actor, session_id)
-        position = self.view.told_position(session) if session.id in self._sessions else None
+        position = self.view.position(session) if session.id in self._sessions else None
         return {
             "session_id": session.id,
             "position": position,

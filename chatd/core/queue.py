@@ -82,7 +82,7 @@ class QueueView:
         self._back: list[int] = []
         self._board_dirty = False
         self._board_sent_at = float("-inf")
-        self._board_said: tuple[list[Wait] | None, int, int] | None = None
+        self._board_said: tuple[list[Wait] | None, int] | None = None
         self._queue_sent: tuple[int, str | None] | None = None
         self._queue_sent_at = float("-inf")
         # The longest predicted wait's part that does not move with the clock, for the table
@@ -137,10 +137,6 @@ class QueueView:
         """The session left the queue (answered or ended)."""
         self._told.pop(session_id, None)
 
-    def told_position(self, session: Session) -> int | None:
-        """A waiting customer's position (1 is next); None once it no longer waits."""
-        return self.position(session)
-
     def board_seen(self) -> list[int]:
         """How many of the next board's changes (left, back) have happened already: a
         position told now counts them (board.py)."""
@@ -149,7 +145,7 @@ class QueueView:
     def told_on_joining(self, session: Session, now: float) -> tuple[int | None, Wait | None]:
         """The position and wait a customer who just asked is told (in the answer); what
         the model said is kept to calibrate the ranges once they are answered."""
-        position = self.told_position(session)
+        position = self.position(session)
         if position is None:
             return None, None
         if self._waits is not None and len(self._waits) < min(
@@ -345,21 +341,11 @@ class QueueView:
         waits = [table.at(p) for p in positions] if table is not None else None
         online = self.engineers_online()
         said = self._board_said
-        if not self._board_dirty and said is not None:
-            before, said_online, said_length = said
-            least = self.observed.unit()
-            told = (
-                said_online == online
-                and (before is None) == (waits is None)
-                and (
-                    waits is None or before is None
-                    or (len(before) == len(waits) and not any(
-                        news(a, b, least) for a, b in zip(before, waits, strict=True)
-                    ))
-                )
-            )
-            if told:
-                return
+        if (
+            not self._board_dirty and said is not None and said[1] == online
+            and not _waits_moved(said[0], waits, self.observed.unit())
+        ):
+            return
         payload: dict[str, Any] = {
             "v": self.board + 1,
             "length": len(self.queue),
@@ -370,7 +356,7 @@ class QueueView:
         }
         self._next_board()
         self._board_sent_at = now
-        self._board_said = (waits, online, len(self.queue))
+        self._board_said = (waits, online)
         fx.append(Outbound(CUSTOMER_NS, QUEUE_ROOM, "queue:board", payload))
 
     def _next_board(self) -> None:
@@ -378,3 +364,12 @@ class QueueView:
         self._left.clear()
         self._back.clear()
         self._board_dirty = False
+
+
+def _waits_moved(before: list[Wait] | None, after: list[Wait] | None, least: float) -> bool:
+    """Whether a board's waits differ enough from the last board's to be told (news)."""
+    if before is None or after is None:
+        return before is not after
+    return len(before) != len(after) or any(
+        news(a, b, least) for a, b in zip(before, after, strict=True)
+    )

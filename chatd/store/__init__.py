@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import functools
 import os
+from importlib import resources
 from urllib.parse import parse_qs, unquote, urlsplit, urlunsplit
 
 from ..core.ports import Store
@@ -14,6 +16,17 @@ DEFAULT_POOL_SIZE = 10
 
 class StoreURLError(ValueError):
     pass
+
+
+@functools.cache
+def versioned_sql(folder: str) -> tuple[tuple[int, str], ...]:
+    """The numbered SQL files of a migrations folder of this package, by version: read
+    once (readiness checks ask for the latest version at every probe)."""
+    out = []
+    for entry in (resources.files("chatd.store") / folder).iterdir():
+        if entry.name.endswith(".sql"):
+            out.append((int(entry.name.split("_", 1)[0]), entry.read_text(encoding="utf-8")))
+    return tuple(sorted(out))
 
 
 def sqlite_path(url: str) -> str:

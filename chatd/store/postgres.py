@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterable, Sequence
-from importlib import resources
 from typing import TYPE_CHECKING, Any
 
 from ..core.errors import Conflict, SessionClosed
@@ -29,6 +28,7 @@ from ..core.models import (
     Role,
     Session,
 )
+from . import versioned_sql
 from .postgres_records import PostgresRecords, new_outbox
 from .postgres_writer import AppendOp, PostgresWriter, append_many
 from .rows import (
@@ -52,12 +52,7 @@ MIGRATION_LOCK = 0x6368617464
 
 
 def migrations() -> list[tuple[int, str]]:
-    folder = resources.files("chatd.store") / "migrations_postgres"
-    out = []
-    for entry in folder.iterdir():
-        if entry.name.endswith(".sql"):
-            out.append((int(entry.name.split("_", 1)[0]), entry.read_text(encoding="utf-8")))
-    return sorted(out)
+    return list(versioned_sql("migrations_postgres"))
 
 
 class PostgresStore(PostgresRecords):

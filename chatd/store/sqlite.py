@@ -14,7 +14,6 @@ import logging
 import sqlite3 as sqlite3  # importable from here, as the two names below
 import uuid
 from collections.abc import Iterable, Sequence
-from importlib import resources
 from pathlib import Path
 
 import aiosqlite
@@ -28,6 +27,7 @@ from ..core.models import (
     Role,
     Session,
 )
+from . import versioned_sql
 from .rows import SESSION_COLUMNS, SESSION_FROM, account_from_row, session_from_row
 from .sqlite_attachments import SQLiteAttachments
 from .sqlite_handoff import SQLiteHandoffs
@@ -43,13 +43,7 @@ log = logging.getLogger(__name__)
 
 
 def migrations() -> list[tuple[int, str]]:
-    folder = resources.files("chatd.store") / "migrations"
-    out = []
-    for entry in folder.iterdir():
-        name = entry.name
-        if name.endswith(".sql"):
-            out.append((int(name.split("_", 1)[0]), entry.read_text(encoding="utf-8")))
-    return sorted(out)
+    return list(versioned_sql("migrations"))
 
 
 class SQLiteStore(SQLiteMessages, SQLiteAttachments, SQLiteHandoffs, SQLiteStats):
