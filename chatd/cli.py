@@ -149,7 +149,8 @@ def serve(settings: Settings) -> int:
     sys.setswitchinterval(GIL_SWITCH_INTERVAL)
     print(f"chatd listening on http://{settings.host}:{settings.port}", flush=True)
     web.run_app(app, host=settings.host, port=settings.port, print=None,
-                shutdown_timeout=10.0, handle_signals=True, loop=event_loop())
+                backlog=settings.listen_backlog, shutdown_timeout=10.0,
+                handle_signals=True, loop=event_loop())
     return 0
 
 

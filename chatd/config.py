@@ -227,6 +227,7 @@ def _as_db_url(v: Any) -> str:
 class Settings:
     host: str = setting("127.0.0.1", _as_str)
     port: int = setting(8080, _as_int(0, 65535))
+    listen_backlog: int = setting(4096, _as_int(16, 65535))
     database_url: str = setting("sqlite:///var/chatd.db", _as_db_url)
     database_pool_size: int = setting(10, _as_int(2, 1000))
     upload_dir: str = setting("uploads", _as_str)

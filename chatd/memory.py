@@ -30,6 +30,9 @@ GEN0 = 50_000  # allocations between young collections (Python's default is 700)
 FULL_EVERY = 3600.0
 
 
+LONG_PAUSE = 0.05  # a collection that stops the server longer than this is logged
+
+
 def tune() -> None:
     """Apply the policy to this process (``chatd serve`` does, at start)."""
     gc.set_threshold(GEN0, 20, 20)
@@ -38,9 +41,22 @@ def tune() -> None:
         gc.callbacks.append(_freeze_survivors)
 
 
+_started = 0.0
+
+
 def _freeze_survivors(phase: str, info: dict[str, Any]) -> None:
-    if phase == "stop" and info["generation"] == 2:
+    global _started
+    if phase == "start":
+        _started = time.perf_counter()
+        return
+    took = time.perf_counter() - _started
+    if info["generation"] == 2:
         gc.freeze()
+    if took > LONG_PAUSE:
+        log.warning("a garbage collection stopped the server", extra={
+            "generation": info["generation"], "seconds": round(took, 3),
+            "collected": info["collected"],
+        })
 
 
 def full_collection() -> float:

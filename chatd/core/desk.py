@@ -100,6 +100,9 @@ class Desk:
         # Each customer's open chat, to refuse a second one without a scan of every chat
         # (an entry whose chat is no longer in _sessions is stale and ignored).
         self._open_of_customer: dict[str, Session] = {}
+        # Customers whose new chat is being stored (request_chat, outside the lock): a
+        # second request of theirs waits for it, then finds the chat open.
+        self._joining: dict[str, asyncio.Future[None]] = {}
         self._arrival_seq = 0
         self.view = QueueView(self.settings, clock, self._queue, self._sessions,
                               self._engineers, self._offers)
@@ -179,52 +182,69 @@ class Desk:
             raise BadRequest("topic must not be empty")
         if message is not None and not message.strip():
             message = None
-        async with self._lock:
-            s = self._open_of_customer.get(customer.id)
-            if s is not None and self._sessions.get(s.id) is s:
-                if request_id is not None and s.request_id == request_id:
-                    return await self._answer_again(s)
-                raise Conflict(
-                    "you already have an open chat; resume it or end it first",
-                    session_id=s.id,
-                )
-            now = self.clock.now()
-            self.arrivals.observe(now)
-            self._arrival_seq += 1
-            session = Session(
+        while True:
+            async with self._lock:
+                joining = self._joining.get(customer.id)
+                if joining is None:
+                    s = self._open_of_customer.get(customer.id)
+                    if s is not None and self._sessions.get(s.id) is s:
+                        if request_id is not None and s.request_id == request_id:
+                            return await self._answer_again(s)
+                        raise Conflict(
+                            "you already have an open chat; resume it or end it first",
+                            session_id=s.id,
+                        )
+                    now = self.clock.now()
+                    self.arrivals.observe(now)
+                    self._arrival_seq += 1
+                    session = Session(
+                        id=self._new_id(),
+                        state=SessionState.WAITING,
+                        topic=topic,
+                        severity=severity,
+                        customer=customer,
+                        created_at=now,
+                        arrival_seq=self._arrival_seq,
+                        request_id=request_id,
+                    )
+                    joined: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+                    self._joining[customer.id] = joined
+                    break
+            # Another request of this customer's is being stored: look again once it is.
+            await asyncio.shield(joining)
+        token = self._new_token()
+        first = None
+        if message is not None:
+            first = NewMessage(
                 id=self._new_id(),
-                state=SessionState.WAITING,
-                topic=topic,
-                severity=severity,
-                customer=customer,
-                created_at=now,
-                arrival_seq=self._arrival_seq,
-                request_id=request_id,
+                session_id=session.id,
+                ts=now,
+                sender=customer_sender(customer),
+                kind=MessageKind.TEXT,
+                body=message,
+                client_msg_id=client_msg_id,
             )
-            token = self._new_token()
-            first = None
-            if message is not None:
-                first = NewMessage(
-                    id=self._new_id(),
-                    session_id=session.id,
-                    ts=now,
-                    sender=customer_sender(customer),
-                    kind=MessageKind.TEXT,
-                    body=message,
-                    client_msg_id=client_msg_id,
-                )
+        try:
+            # Outside the lock: requests that arrive together are stored by one commit
+            # (group commit) instead of one commit each, one after the other. Their order
+            # is the arrival_seq given above, which the queue sorts by whenever they land.
             await self.store.create_session(session, hash_token(token), first)
-            self.observer.session_requested(session)
-            self._sessions[session.id] = session
-            self._open_of_customer[customer.id] = session
-            self.view.insert(session)
-            fx: Effects = []
-            self.offer_book.match(now, fx)
-            await self.offer_book.persist(fx)
-            position, estimate = self.view.told_on_joining(session, now)
-            self.view.flush_queue_update(now, fx)
-            wire = self.access.board_wire(session, position, estimate)
-            return wire, token, fx
+            async with self._lock:
+                self.observer.session_requested(session)
+                self._sessions[session.id] = session
+                self._open_of_customer[customer.id] = session
+                self.view.insert(session)
+                fx: Effects = []
+                now = self.clock.now()
+                self.offer_book.match(now, fx)
+                await self.offer_book.persist(fx)
+                position, estimate = self.view.told_on_joining(session, now)
+                self.view.flush_queue_update(now, fx)
+                wire = self.access.board_wire(session, position, estimate)
+                return wire, token, fx
+        finally:
+            del self._joining[customer.id]
+            joined.set_result(None)
 
     async def _answer_again(self, session: Session) -> tuple[dict[str, Any], str, Effects]:
         token = self._new_token()

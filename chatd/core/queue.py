@@ -367,9 +367,11 @@ class QueueView:
 
 
 def _waits_moved(before: list[Wait] | None, after: list[Wait] | None, least: float) -> bool:
-    """Whether a board's waits differ enough from the last board's to be told (news)."""
+    """Whether a board's waits differ enough from the last board's to be told (news). Only
+    the lines both boards have count: a longer queue only adds lines past the last one, for
+    customers who joined since and were told their wait as they joined (a queue's grid is
+    a prefix of a longer queue's), and a shorter one follows departures, which are news
+    anyway. So a crowd joining at the tail costs no board for those already waiting."""
     if before is None or after is None:
         return before is not after
-    return len(before) != len(after) or any(
-        news(a, b, least) for a, b in zip(before, after, strict=True)
-    )
+    return any(news(a, b, least) for a, b in zip(before, after, strict=False))

@@ -232,19 +232,20 @@ class SQLiteStore(SQLiteMessages, SQLiteAttachments, SQLiteHandoffs, SQLiteStats
         self, session: Session, resume_token_hash: str, first: NewMessage | None
     ) -> Message | None:
         c = session.customer
+        row = (
+            session.id, session.state.value, session.topic, session.severity,
+            c.id, c.name, c.email, c.account, c.tier.value, session.created_at,
+            session.arrival_seq, resume_token_hash, session.request_id,
+        )
 
-        async def op(conn: WriteConnection) -> Message | None:
+        def insert(conn: sqlite3.Connection) -> None:
             try:
-                await conn.execute(
+                conn.execute(
                     "INSERT INTO sessions (id, state, topic, severity, customer_id,"
                     " customer_name, customer_email, customer_account, customer_tier,"
                     " created_at, arrival_seq, resume_token_hash, request_id)"
                     " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                    (
-                        session.id, session.state.value, session.topic, session.severity,
-                        c.id, c.name, c.email, c.account, c.tier.value, session.created_at,
-                        session.arrival_seq, resume_token_hash, session.request_id,
-                    ),
+                    row,
                 )
             except sqlite3.IntegrityError as exc:
                 if "customer_id" in str(exc):
@@ -253,8 +254,15 @@ class SQLiteStore(SQLiteMessages, SQLiteAttachments, SQLiteHandoffs, SQLiteStats
                     ) from None
                 raise Conflict("this session exists already") from None
             self._messages.session_created(session.id)
-            if first is None:
-                return None
+
+        if first is None:
+            # A plain function of the connection: the database thread runs a surge of
+            # these in one batch by itself, without a hop to and from the event loop each.
+            await self._write(SyncOp(insert))
+            return None
+
+        async def op(conn: WriteConnection) -> Message | None:
+            await conn.run(insert)
             msg, _ = await self._append(conn, first)
             return msg
 

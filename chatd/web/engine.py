@@ -37,6 +37,29 @@ CLOSE_GRACE = 2.0
 DIRECT_WRITE_MAX = 16 * 1024
 
 
+def ws_frame(pkt: Any) -> bytes:
+    """``pkt`` as one whole WebSocket frame from a server (unmasked, uncompressed: RFC 6455
+    section 5.2), built once and kept on the packet: a broadcast to thousands (the queue
+    board) encodes its frame once, not once per recipient."""
+    frame: bytes | None = getattr(pkt, "ws_frame", None)
+    if frame is None:
+        data = pkt.encode()
+        if isinstance(data, str):
+            payload, opcode = data.encode("utf-8"), 0x1
+        else:
+            payload, opcode = bytes(data), 0x2
+        n = len(payload)
+        if n < 126:
+            head = bytes((0x80 | opcode, n))
+        elif n < 1 << 16:
+            head = bytes((0x80 | opcode, 126)) + n.to_bytes(2, "big")
+        else:
+            head = bytes((0x80 | opcode, 127)) + n.to_bytes(8, "big")
+        frame = head + payload
+        pkt.ws_frame = frame
+    return frame
+
+
 class EngineSocket(engineio.async_socket.AsyncSocket):  # type: ignore[misc]
     """One Engine.IO session, counting what it holds for its client and refusing what
     chatd never accepts.
@@ -81,8 +104,13 @@ class EngineSocket(engineio.async_socket.AsyncSocket):  # type: ignore[misc]
             # session's writer task for it. A broadcast to thousands (the queue board) then
             # costs a frame each, not a task switch each; the order is kept, since the
             # writer has written everything queued before.
-            ws = self.ws
-            assert ws is not None
+            ws, transport = self.ws, self._transport
+            assert ws is not None and transport is not None
+            if not ws.compress:
+                # The frame's bytes are the same for every recipient (a server's frames
+                # are not masked): built once per packet, written as they are.
+                transport.write(ws_frame(pkt))
+                return
             data = pkt.encode()
             try:
                 if isinstance(data, str):
@@ -104,6 +132,7 @@ class EngineSocket(engineio.async_socket.AsyncSocket):  # type: ignore[misc]
         return (
             self.upgraded and not self.upgrading and not self.closed
             and ws is not None and transport is not None and not ws.closed
+            and not transport.is_closing()
             and self.queue.empty()
             and transport.get_write_buffer_size() < DIRECT_WRITE_MAX
             and not (self.last_ping

@@ -72,7 +72,7 @@ class Packet(socketio.packet.Packet):  # type: ignore[misc]
 
 
 # Recipients sent to between two turns of the event loop.
-SEND_SLICE = 256
+SEND_SLICE = 64
 
 
 class Manager(socketio.AsyncManager):  # type: ignore[misc]

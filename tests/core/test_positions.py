@@ -153,3 +153,22 @@ async def test_a_dequeue_with_2000_waiting_is_one_board_of_a_bounded_size(floor:
     positions(fx)
     assert [READERS[sid][0].position for sid in ids[1:]] == list(range(1, 2000))
     assert sent(await floor.later(0.5), "queue:board") == []
+
+
+async def test_a_crowd_joining_at_the_tail_costs_no_board(floor: Floor) -> None:
+    # Those already waiting lose no place and no wait when others join behind them, and
+    # every joiner is told their own in the answer: no board for everyone each time.
+    alex = await floor.engineer("alex", capacity=1)
+    ids = await floor.queue(*(customer(f"a{i:03d}") for i in range(40)))
+    positions(await floor.later(2))
+    for n in range(3):
+        more = await floor.queue(*(customer(f"b{n}-{i:03d}") for i in range(100)))
+        assert sent(await floor.later(2), "queue:board") == []
+        ids += more
+    # The next departure is news for everyone, the latest joiners too.
+    _, _, fx = await floor.desk.accept(alex, ids[0])
+    fx += await floor.later(2)
+    [board] = sent(fx, "queue:board")
+    assert board["length"] == len(ids) - 1 and len(board["left"]) == 1
+    positions(fx)
+    assert [READERS[sid][0].position for sid in ids[1:]] == list(range(1, len(ids)))

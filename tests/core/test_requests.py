@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import pytest
 
 from chatd.core.desk import Desk
@@ -55,3 +57,32 @@ async def test_a_retry_after_a_restart_finds_the_chat(floor: Floor) -> None:
     again, token, _ = await restarted.request_chat(ann, "Cannot log in", request_id="r-1")
     assert again["id"] == first["id"]
     assert (await restarted.verify_resume_token(first["id"], token)).id == first["id"]
+
+
+async def test_requests_that_arrive_together_share_a_commit_and_keep_their_order(
+    floor: Floor,
+) -> None:
+    # A surge: requests are stored together (one commit for many, not one after another
+    # under the desk's lock), and the queue is still in arrival order.
+    people = [customer(f"c{n}") for n in range(40)]
+    commits = floor.store.batches
+    answers = await asyncio.gather(*(floor.desk.request_chat(p, "Down") for p in people))
+    assert floor.store.batches - commits < len(people) // 4
+    ids = [wire["id"] for wire, _, _ in answers]
+    assert floor.queue_order() == ids
+    assert [wire["position"] for wire, _, _ in answers] == list(range(1, len(people) + 1))
+
+
+async def test_two_requests_of_one_customer_at_once_open_one_chat(floor: Floor) -> None:
+    ann = customer("ann")
+    results = await asyncio.gather(
+        floor.desk.request_chat(ann, "Cannot log in", request_id="r-1"),
+        floor.desk.request_chat(ann, "Cannot log in", request_id="r-1"),
+        floor.desk.request_chat(ann, "Something else", request_id="r-2"),
+        return_exceptions=True,
+    )
+    opened = [r for r in results if not isinstance(r, BaseException)]
+    refused = [r for r in results if isinstance(r, BaseException)]
+    assert {wire["id"] for wire, _, _ in opened} == {opened[0][0]["id"]}
+    assert len(opened) == 2 and len(refused) == 1 and isinstance(refused[0], Conflict)
+    assert floor.queue_order() == [opened[0][0]["id"]]
