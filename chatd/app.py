@@ -16,6 +16,7 @@ from .core.desk import Desk, DeskSettings
 from .core.ports import Store
 from .handoff.service import HANDOFF, HandoffService
 from .metrics import Metrics
+from .retention import setup_purge
 from .store import store_from_url
 from .web import keys
 from .web.attachments import setup_attachments
@@ -30,6 +31,7 @@ from .web.http import (
 from .web.monitoring import Monitor, desk_observers, setup_monitoring
 from .web.sockets import Limits, Sockets
 from .web.transport import TransportLimits, handshake_budget
+from .web.uploads import UPLOADS
 
 log = logging.getLogger(__name__)
 
@@ -104,6 +106,7 @@ def create_app(
     app[HANDOFF] = handoff
     setup_routes(app)
     setup_attachments(app, settings, clock)
+    purge = setup_purge(app, settings, store, clock, app[UPLOADS].folder)
     setup_monitoring(app, Monitor(settings, clock, desk, store, metrics, webhook=alert_webhook))
     app.middlewares.insert(0, handshake_budget(clock, settings.handshake_rate_total))
 
@@ -116,8 +119,10 @@ def create_app(
             await sockets.emitter.emit(await desk.ticket_known(session_id))
 
         await handoff.start(ticket_known)
+        purge.start()  # the process that runs the desk runs the purge
         log.info("chatd ready", extra={"open_sessions": len(desk.open_session_ids())})
         yield
+        await purge.stop()
         await handoff.stop()
         await sockets.stop()
         await store.close()

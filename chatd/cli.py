@@ -1,5 +1,6 @@
 """The command line: ``chatd serve``, ``chatd engineer add|list|disable|enable|remove-demo``,
-``chatd handoff list|show|retry``, ``chatd simulate``, ``chatd db copy``."""
+``chatd handoff list|show|retry``, ``chatd simulate``, ``chatd db copy``, ``chatd backup``,
+``chatd restore``, ``chatd purge``, ``chatd customer export|erase|erasures``."""
 
 from __future__ import annotations
 
@@ -64,12 +65,21 @@ def _parser() -> argparse.ArgumentParser:
     from .handoff import cli as handoff_cli
 
     handoff_cli.add_parser(sub)
+    from . import erasure
+
+    erasure.add_parser(sub)
     from .sim import cli as sim_cli
 
     sim_cli.add_parser(sub)
     from .store import copy as db_cli
 
     db_cli.add_parser(sub)
+    from . import backup
+
+    backup.add_parsers(sub)
+    from . import retention
+
+    retention.add_parser(sub)
     return p
 
 
@@ -106,6 +116,22 @@ def main(argv: list[str] | None = None) -> int:
         return serve(settings)
     if args.command == "handoff":
         return asyncio.run(_handoff_command(settings, args))
+    if args.command == "customer":
+        from . import erasure
+
+        return asyncio.run(_with_store(settings, lambda store: erasure.run(
+            store, settings, args, sys.stdout, sys.stderr
+        )))
+    if args.command == "purge":
+        from . import retention
+
+        return asyncio.run(_with_store(settings, lambda store: retention.command(
+            store, settings, args.dry_run, sys.stdout
+        )))
+    if args.command in ("backup", "restore"):
+        from . import backup
+
+        return backup.run(settings, args)
     return asyncio.run(_engineer_command(settings, args))
 
 

@@ -310,6 +310,12 @@ class Settings:
     handoff_retry_max_seconds: float = setting(3600.0, _as_float(0.01, 7 * 86400))
     handoff_retry_horizon_seconds: float = setting(86_400.0, _as_float(1, 90 * 86400))
     handoff_attempt_timeout_seconds: float = setting(30.0, _as_float(0.1, 3600))
+    # Retention and the purge (docs/operations.md); 0 days: kept for ever.
+    retention_days: int = setting(0, _as_int(0, 36_500))
+    retention_dead_letter_days: int = setting(0, _as_int(0, 36_500))
+    purge_interval_seconds: float = setting(3600.0, _as_float(0, 7 * 86400))  # 0: no purge here
+    # Erasure (docs/operations.md#erasure-and-export); empty: audit lines hold no hash.
+    erasure_key: str = setting("", _as_str, secret=True)
     # Monitoring (docs/monitoring.md).
     metrics_token: str = setting("", _as_str, secret=True)  # empty: /metrics answers loopback only
     alert_webhook_url: str = setting("", _as_http_url, secret=True)  # empty: no alert webhook

@@ -40,8 +40,8 @@ log = logging.getLogger(__name__)
 WAIT_BUCKETS = (5, 15, 30, 60, 120, 180, 240, 300, 600, 1200, 1800)
 MESSAGE_ROLES = ("customer", "engineer", "lead")
 UPLOAD_RESULTS = (
-    "stored", "too_large", "unsupported_type", "rate_limited", "refused", "bad_request",
-    "failed",
+    "stored", "repeated", "too_large", "unsupported_type", "rate_limited", "refused",
+    "bad_request", "failed",
 )
 HANDOFF_RESULTS = ("delivered", "retry", "failed")
 ALERT_LEVELS = ("predicted", "warning", "breach", "clear")
@@ -333,6 +333,8 @@ class Metrics:
 
 
 def _upload_result(status: int) -> str:
+    if status == 200:  # a retry answered with the file its upload id stored before
+        return "repeated"
     if 200 <= status < 300:
         return "stored"
     return {

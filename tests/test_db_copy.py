@@ -34,7 +34,7 @@ pytestmark = pytest.mark.slow
 PASSWORD = "correct horse battery"
 TABLES = {
     "engineers", "engineer_tokens", "sessions", "messages", "attachments", "handoffs",
-    "status_banner",
+    "status_banner", "read_marks", "erasures",
 }
 # Each table's primary key: rows are compared in its order.
 KEYS = {
@@ -42,9 +42,11 @@ KEYS = {
     "engineer_tokens": ("token_hash",),
     "sessions": ("id",),
     "messages": ("session_id", "seq"),
+    "read_marks": ("session_id", "role"),
     "attachments": ("id",),
     "handoffs": ("id",),
     "status_banner": ("id",),
+    "erasures": ("id",),
 }
 NOTES = b"Steps:\n1. open the app\n2. it crashes\n"
 SERVER_ENV = {
@@ -128,8 +130,11 @@ async def call(c: socketio.AsyncClient, ns: str, event: str, data: Any) -> Any:
     return r
 
 
-async def http(method: str, url: str, token: str | None = None, **kw: Any) -> tuple[int, Any]:
-    headers = {"Authorization": f"Bearer {token}"} if token else {}
+async def http(
+    method: str, url: str, token: str | None = None, *, headers: dict[str, str] | None = None,
+    **kw: Any,
+) -> tuple[int, Any]:
+    headers = {**(headers or {}), **({"Authorization": f"Bearer {token}"} if token else {})}
     async with aiohttp.ClientSession() as s:
         async with s.request(method, url, headers=headers, **kw) as r:
             if r.content_type == "application/json":
@@ -211,6 +216,8 @@ async def test_a_desk_of_real_chats_is_copied_row_for_row_and_goes_on_on_postgre
                    {"session_id": ann_sid, "client_msg_id": "e0", "body": "Hi Ann"})
         await call(ann, "/customer", "message:send",
                    {"session_id": ann_sid, "client_msg_id": "a1", "body": "thanks"})
+        await call(ann, "/customer", "message:read", {"session_id": ann_sid, "seq": 3})
+        await call(eng, "/engineer", "message:read", {"session_id": ann_sid, "seq": 4})
         await call(eng, "/engineer", "session:end",
                    {"session_id": ann_sid, "resolution": "reset the password"})
 
@@ -229,7 +236,8 @@ async def test_a_desk_of_real_chats_is_copied_row_for_row_and_goes_on_on_postgre
         form.add_field("file", io.BytesIO(NOTES), filename="notes.txt",
                        content_type="text/plain")
         status, up = await http("POST", f"{first.url}/api/sessions/{ben_sid}/attachments",
-                                ben_resume, data=form)
+                                ben_resume, data=form,
+                                headers={"Upload-Id": "copy-test-upload-0001"})
         assert status == 201, up
         attachment_id = up["attachment"]["id"]
 
@@ -270,6 +278,8 @@ async def test_a_desk_of_real_chats_is_copied_row_for_row_and_goes_on_on_postgre
     states = sorted(r[1] for r in source["sessions"][1])
     assert states == ["active", "ended", "waiting", "waiting"]
     assert len(source["attachments"][1]) == 1 and len(source["status_banner"][1]) == 1
+    upload_ids = [r[source["attachments"][0].index("upload_id")] for r in source["attachments"][1]]
+    assert upload_ids == ["copy-test-upload-0001"]
     handoffs = source["handoffs"][1]
     assert [h[1] for h in handoffs] == [ann_sid]
     token_cols = source["engineer_tokens"][0]

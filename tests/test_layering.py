@@ -51,7 +51,7 @@ ALLOWED: dict[str, tuple[str, ...]] = {
     "chatd.web": (
         "chatd.accounts", "chatd.alert_webhook", "chatd.config", "chatd.core", "chatd.files",
         "chatd.handoff.service", "chatd.logs", "chatd.metrics", "chatd.tasks",
-        "aiohttp", "engineio", "jwt", "msgspec", "socketio",
+        "aiohttp", "engineio", "jwt", "msgspec", "socketio", "chatd.erasure",
     ),
     # Days replayed through the real desk.
     "chatd.sim": ("chatd.core", "chatd.store"),
@@ -76,13 +76,27 @@ ALLOWED: dict[str, tuple[str, ...]] = {
     # create_app: the one place that wires everything.
     "chatd.app": (
         "chatd.config", "chatd.core", "chatd.handoff.service", "chatd.metrics", "chatd.store",
-        "chatd.web", "aiohttp",
+        "chatd.web", "aiohttp", "chatd.retention",
+    ),
+    # The purge of old chats and orphans: the store's ports, the upload folder, and where
+    # the file handoff keeps its transcripts.
+    "chatd.retention": (
+        "chatd.config", "chatd.core", "chatd.files", "chatd.handoff.service", "chatd.tasks",
+        "aiohttp",
     ),
     # The command line; handoff and simulate have their own cli modules.
     "chatd.cli": (
         "chatd.accounts", "chatd.app", "chatd.config", "chatd.core", "chatd.handoff.cli",
         "chatd.logs", "chatd.memory", "chatd.sim.cli", "chatd.store", "aiohttp", "argon2",
-        "uvloop",
+        "uvloop", "chatd.retention", "chatd.erasure", "chatd.backup",
+    ),
+    # chatd backup and restore: a SQLite file (read and written with sqlite3 itself), the
+    # upload folder and where the file handoff keeps its transcripts.
+    "chatd.backup": ("chatd.config", "chatd.store", "chatd.handoff.service", "sqlite3"),
+    # A customer erased or exported: the store's ports, the upload folder, and where the
+    # file handoff keeps its transcripts.
+    "chatd.erasure": (
+        "chatd.config", "chatd.core", "chatd.files", "chatd.handoff.service",
     ),
     "chatd.__main__": ("chatd.cli",),
 }

@@ -332,8 +332,8 @@ class Desk:
     def typing(self, actor: Actor, session_id: str, is_typing: bool) -> Effects:
         return self.messages.typing(actor, session_id, is_typing)
 
-    def mark_read(self, actor: Actor, session_id: str, seq: int) -> Effects:
-        return self.messages.mark_read(actor, session_id, seq)
+    async def mark_read(self, actor: Actor, session_id: str, seq: int) -> Effects:
+        return await self.messages.mark_read(actor, session_id, seq)
 
     async def end(
         self, actor: Actor, session_id: str, resolution: str | None = None

@@ -160,14 +160,14 @@ class Messages:
         messages = await self.store.messages_after(
             session_id, after_seq, self.settings.history_limit + 1
         )
-        return (self.access.session_wire(session), *self._page(messages))
+        return (await self._with_read_marks(session), *self._page(messages))
 
     async def history_unlocked(
         self, session: Session
     ) -> tuple[dict[str, Any], list[Message], bool]:
         """The session and the first page of its messages, without checking who asks."""
         messages = await self.store.messages_after(session.id, 0, self.settings.history_limit + 1)
-        return (self.access.session_wire(session), *self._page(messages))
+        return (await self._with_read_marks(session), *self._page(messages))
 
     def _page(self, messages: list[Message]) -> tuple[list[Message], bool]:
         """The first of ``messages`` that fit one answer (``history_limit`` of them, and
@@ -185,10 +185,20 @@ class Messages:
         payload = {"session_id": session_id, "role": role_of(actor), "typing": is_typing}
         return to_other_side(actor, session, "typing", payload)
 
-    def mark_read(self, actor: Actor, session_id: str, seq: int) -> Effects:
+    async def mark_read(self, actor: Actor, session_id: str, seq: int) -> Effects:
+        """Store the side's read mark (docs/protocol.md#read-marks), then relay it."""
         session = self.access.open_session_for(actor, session_id)
-        payload = {"session_id": session_id, "role": role_of(actor), "seq": seq}
+        side = role_of(actor)
+        if seq > 0:
+            await self.store.mark_read(session_id, side, seq)
+        payload = {"session_id": session_id, "role": side, "seq": seq}
         return to_other_side(actor, session, "message:read", payload)
+
+    async def _with_read_marks(self, session: Session) -> dict[str, Any]:
+        """The session's wire form with how far each side has read (``read``)."""
+        wire = self.access.session_wire(session)
+        wire["read"] = await self.store.read_marks(session.id)
+        return wire
 
     async def escalate(
         self,

@@ -13,6 +13,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from .erasure import CustomerQuery, Erased, Erasure
 from .models import (
     Engineer,
     EngineerAccount,
@@ -268,15 +269,63 @@ class StatsStore(Protocol):
         ...
 
 
-class DeskStore(SessionStore, MessageStore, Protocol):
-    """What the desk uses: sessions and messages."""
+class CustomerStore(Protocol):
+    """A customer's chats across visits: export and erasure
+    (docs/operations.md#erasure-and-export)."""
+
+    async def customer_sessions(self, query: CustomerQuery) -> list[Session]:
+        """The customer's chats (every state, offline tickets too), oldest first."""
+        ...
+
+    async def erase_customer(self, query: CustomerQuery, erasure: Erasure) -> Erased:
+        """Delete the customer's chats with their messages, attachment records and outbox
+        rows, and record ``erasure`` with the counts, in one transaction. Raises NotFound
+        when no chat matches and Conflict (changing nothing) while one is still open."""
+        ...
+
+    async def list_erasures(self, limit: int = 100) -> list[Erasure]:
+        """The audit lines, newest first."""
+        ...
 
 
-class Store(
-    Lifecycle, WriteCounters, AccountStore, SessionStore, MessageStore, AttachmentStore,
-    OutboxStore, StatsStore, Protocol,
-):
-    """Every port: what a backend implements."""
+class UploadStore(Protocol):
+    """Uploads recognised by the client's upload id, so that a retry stores nothing new
+    (docs/attachments.md#retrying-an-upload)."""
+
+    async def add_attachment_once(
+        self, attachment: AttachmentRecord, upload_id: str, max_count: int, max_bytes: int
+    ) -> AttachmentRecord:
+        """add_attachment, remembering ``upload_id`` for the chat; when the chat already has
+        an attachment of that upload id, that one is returned and nothing is written."""
+        ...
+
+    async def attachment_for_upload(
+        self, session_id: str, upload_id: str
+    ) -> AttachmentRecord | None: ...
+
+    async def attachment_message(self, session_id: str, attachment_id: str) -> Message | None:
+        """The ``attachment`` message announcing an attachment, if it was stored."""
+        ...
+
+
+class ReadMarkStore(Protocol):
+    """How far each side of a chat has read (docs/protocol.md#read-marks)."""
+
+    async def mark_read(self, session_id: str, side: str, seq: int) -> None:
+        """Raise the read mark of ``side`` ("customer" or "engineer") in the chat to
+        ``seq``: never lowered, at most the chat's last seq, nothing for a chat without
+        messages. Returns once stored; marks arriving together are written together."""
+        ...
+
+    async def read_marks(self, session_id: str) -> dict[str, int]:
+        """``{"customer": seq, "engineer": seq}``, 0 for a side that has marked nothing."""
+        ...
+
+
+class DeskStore(SessionStore, MessageStore, ReadMarkStore, Protocol):
+    """What the desk uses: sessions, messages and read marks."""
+
+
 
 
 @dataclass(frozen=True, slots=True)
@@ -313,3 +362,90 @@ class AttachmentRecord:
         if self.thumbnail_name is not None:
             out["thumbnail_url"] = self.url + "/thumbnail"
         return out
+
+
+# ---------------------------------------------------------------------- retention
+
+
+@dataclass(frozen=True, slots=True)
+class PurgeRules:
+    """Which closed chats may go (docs/operations.md#retention): those closed before
+    ``closed_before`` with no pending handoff, and whose dead-lettered handoffs (if any)
+    were dead-lettered before ``dead_letter_before`` (None: such chats are kept)."""
+
+    closed_before: float
+    dead_letter_before: float | None
+
+
+@dataclass(frozen=True, slots=True)
+class PurgeCounts:
+    """What a purge removes (or, previewed, would remove)."""
+
+    chats: int = 0
+    messages: int = 0
+    attachments: int = 0
+    attachment_bytes: int = 0
+    outbox_rows: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class PurgeBatch:
+    """One purge transaction: what went, the stored files of the attachments that went
+    (``files``: stored and thumbnail names, to remove from the upload folder), the chats
+    whose ``file`` handoff had been delivered (their transcript files go too), and ``left``:
+    the chats asked for that this transaction did not finish, in order."""
+
+    counts: PurgeCounts
+    files: tuple[str, ...]
+    transcripts: tuple[str, ...]
+    left: tuple[str, ...]
+
+
+class RetentionStore(Protocol):
+    """The purge of old closed chats and of attachment records without their message
+    (docs/operations.md). Writes go through the store's writer, a few hundred messages per
+    transaction; the searches are reads."""
+
+    async def purge_preview(self, rules: PurgeRules) -> PurgeCounts:
+        """What a full purge under ``rules`` would remove now; changes nothing."""
+        ...
+
+    async def purge_candidates(
+        self, rules: PurgeRules, after: tuple[float, str] | None, limit: int
+    ) -> list[tuple[float, str]]:
+        """Chats that may go under ``rules``, as (ended_at, id), oldest end first, after
+        the chat ``after`` (keyset paging)."""
+        ...
+
+    async def purge_chats(
+        self, session_ids: Sequence[str], rules: PurgeRules, max_messages: int
+    ) -> PurgeBatch:
+        """In one transaction, purge these chats in order (each re-checked against
+        ``rules``: one that no longer qualifies is skipped), deleting at most
+        ``max_messages`` messages; a chat cut short loses its outbox rows first and is
+        finished by a later call."""
+        ...
+
+    async def attachment_orphans(
+        self, created_before: float, limit: int
+    ) -> list[AttachmentRecord]:
+        """Attachment records made before ``created_before`` whose message is missing."""
+        ...
+
+    async def delete_attachment_orphans(
+        self, attachment_ids: Sequence[str], created_before: float
+    ) -> list[AttachmentRecord]:
+        """Delete those of these records that are still orphans; the deleted records."""
+        ...
+
+    async def known_attachment_files(self, names: Sequence[str]) -> set[str]:
+        """The names among ``names`` that an attachment record holds (file or thumbnail)."""
+        ...
+
+
+class Store(
+    Lifecycle, WriteCounters, AccountStore, SessionStore, MessageStore,
+    ReadMarkStore, AttachmentStore, OutboxStore, StatsStore, CustomerStore, UploadStore,
+    RetentionStore, Protocol,
+):
+    """Every port: what a backend implements."""

@@ -80,9 +80,11 @@ TABLES: tuple[Table, ...] = (
         "id", "session_id", "seq", "ts", "sender_role", "sender_id", "sender_name", "kind",
         "body", "client_msg_id", "attachment", "event",
     ), order="session_id, seq"),
+    Table("read_marks", ("session_id", "role", "seq"), order="session_id, role"),
     Table("attachments", (
         "id", "session_id", "uploader_role", "uploader_id", "filename", "content_type",
         "size", "sha256", "stored_name", "thumbnail_name", "thumbnail_type", "created_at",
+        "upload_id",
     )),
     Table("handoffs", (
         "id", "session_id", "backend", "state", "attempts", "next_attempt_at", "created_at",
@@ -90,6 +92,10 @@ TABLES: tuple[Table, ...] = (
         "delivered_at", "requeued_at", "ticket",
     )),
     Table("status_banner", ("id", "text", "link", "updated_at", "updated_by")),
+    Table("erasures", (
+        "id", "erased_at", "requested_by", "via", "subject_hash", "chats", "messages",
+        "files", "handoffs",
+    )),
 )
 
 # SQLite keeps booleans as 0 and 1; PostgreSQL's BOOLEAN takes True and False only.

@@ -29,7 +29,11 @@ from ..core.models import (
     Session,
 )
 from . import versioned_sql
+from .postgres_customers import PostgresCustomers
+from .postgres_read_marks import PostgresReadMarks
 from .postgres_records import PostgresRecords, new_outbox
+from .postgres_retention import PostgresRetention
+from .postgres_upload_ids import PostgresUploadIds
 from .postgres_writer import AppendOp, PostgresWriter, append_many
 from .rows import (
     ACCOUNT_COLUMNS,
@@ -55,7 +59,10 @@ def migrations() -> list[tuple[int, str]]:
     return list(versioned_sql("migrations_postgres"))
 
 
-class PostgresStore(PostgresRecords):
+class PostgresStore(
+    PostgresRecords, PostgresRetention, PostgresCustomers, PostgresUploadIds,
+    PostgresReadMarks,
+):
     """A Store on PostgreSQL 13 or later. ``dsn`` is a postgresql:// URL; ``pool_size`` the
     most connections this process opens (the writer uses one at a time)."""
 

@@ -11,6 +11,7 @@ import json
 from collections.abc import Sequence
 from typing import Any
 
+from ..core.erasure import CustomerQuery, Erasure
 from ..core.errors import Conflict, SessionClosed, TooLarge
 from ..core.models import (
     Customer,
@@ -196,3 +197,26 @@ def status_banner_from_row(r: Row | None) -> dict[str, Any] | None:
     if r is None:
         return None
     return {"text": r[0], "link": r[1], "updated_at": float(r[2]), "updated_by": r[3]}
+
+
+# ---------------------------------------------------------------------- erasures
+
+ERASURE_COLUMNS = (
+    "id, erased_at, requested_by, via, subject_hash, chats, messages, files, handoffs"
+)
+
+
+def customer_where(query: CustomerQuery, param: str, alias: str = "") -> tuple[str, str]:
+    """The condition selecting a customer's chats (``param`` is the driver's placeholder
+    for its one parameter: ``?`` or ``$1``), and that parameter."""
+    if query.customer_id is not None:
+        return f"{alias}customer_id = {param}", query.customer_id
+    assert query.email is not None
+    return f"lower({alias}customer_email) = lower({param})", query.email
+
+
+def erasure_from_row(r: Sequence[Any]) -> Erasure:
+    return Erasure(
+        id=r[0], erased_at=float(r[1]), requested_by=r[2], via=r[3], subject_hash=r[4],
+        chats=int(r[5]), messages=int(r[6]), files=int(r[7]), handoffs=int(r[8]),
+    )

@@ -30,9 +30,13 @@ from ..core.models import (
 from . import versioned_sql
 from .rows import SESSION_COLUMNS, SESSION_FROM, account_from_row, session_from_row
 from .sqlite_attachments import SQLiteAttachments
+from .sqlite_customers import SQLiteCustomers
 from .sqlite_handoff import SQLiteHandoffs
 from .sqlite_messages import OPEN, MessageLog, SQLiteMessages
+from .sqlite_read_marks import SQLiteReadMarks
+from .sqlite_retention import SQLiteRetention
 from .sqlite_stats import SQLiteStats
+from .sqlite_upload_ids import SQLiteUploadIds
 from .sqlite_writer import SQLiteWriter, WriteConnection
 
 # Importable from here as before the writer had a module of its own (tests use them).
@@ -46,7 +50,10 @@ def migrations() -> list[tuple[int, str]]:
     return list(versioned_sql("migrations"))
 
 
-class SQLiteStore(SQLiteMessages, SQLiteAttachments, SQLiteHandoffs, SQLiteStats):
+class SQLiteStore(
+    SQLiteMessages, SQLiteAttachments, SQLiteHandoffs, SQLiteStats, SQLiteCustomers,
+    SQLiteUploadIds, SQLiteRetention, SQLiteReadMarks,
+):
     """The default store. ``path`` is a file, or ``:memory:`` is refused (a reader and a
     writer must share the database)."""
 

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 import uuid
 
 from aiohttp import hdrs, web
@@ -50,6 +51,13 @@ log = logging.getLogger(__name__)
 
 # Room for the multipart framing around the file when judging a declared Content-Length.
 MULTIPART_SLACK = 64 * 1024
+# The client's id for an upload: a retry with it gets the first attempt's answer
+# (docs/attachments.md#retrying-an-upload). Long enough to be random, never a counter.
+UPLOAD_ID_HEADER = "Upload-Id"
+UPLOAD_ID = re.compile(r"[A-Za-z0-9._:-]{16,128}")
+# A recorded file whose message is younger than this may still be being announced (by
+# another process): a retry waits. Older, the server stopped between the two writes.
+ANNOUNCE_GRACE_SECONDS = 60.0
 
 
 def setup_attachments(app: web.Application, settings: Settings, clock: Clock) -> None:
@@ -121,7 +129,12 @@ async def upload(request: web.Request) -> web.Response:
     desk = request.app[keys.DESK]
     session_id = request.match_info["session_id"]
 
+    upload_id = _upload_id(request)
     actor, token = await _uploader(request, session_id)
+    if upload_id is not None:
+        earlier = await _earlier_upload(request, actor, session_id, upload_id)
+        if earlier is not None:
+            return earlier
     session = desk.session_for(actor, session_id)
     if session is None:
         await desk.find_session(actor, session_id)  # NotFound or Forbidden when not theirs
@@ -131,15 +144,18 @@ async def upload(request: web.Request) -> web.Response:
     # Taken before the rate limit, so that an upload refused for want of a slot costs the
     # client none of its allowance; given back in every outcome below.
     slot = uploads.slots.take(session_id, _uploader_key(actor), address_key(request.remote))
+    if upload_id is not None:
+        uploads.in_flight.add((session_id, upload_id))
+        slot.on_release = lambda: uploads.in_flight.discard((session_id, upload_id))
     try:
-        return await _upload(request, uploads, actor, token, session_id, slot)
+        return await _upload(request, uploads, actor, token, session_id, slot, upload_id)
     finally:
         slot.release()
 
 
 async def _upload(
     request: web.Request, uploads: Uploads, actor: Actor, token: str, session_id: str,
-    slot: Slot,
+    slot: Slot, upload_id: str | None,
 ) -> web.Response:
     store = request.app[keys.STORE]
     uploads.folder.check_space()
@@ -181,7 +197,9 @@ async def _upload(
 
     # The file is complete and accepted: from here on the upload is finished even if the
     # client goes away (a half-published attachment is what must never exist).
-    publishing = asyncio.ensure_future(_publish(request, actor, session_id, received))
+    publishing = asyncio.ensure_future(
+        _publish(request, actor, session_id, received, upload_id)
+    )
     try:
         return await asyncio.shield(publishing)
     except asyncio.CancelledError:
@@ -198,9 +216,12 @@ def _log_failure(task: asyncio.Future[web.Response]) -> None:
 
 
 async def _publish(
-    request: web.Request, actor: Actor, session_id: str, received: Received
+    request: web.Request, actor: Actor, session_id: str, received: Received,
+    upload_id: str | None = None,
 ) -> web.Response:
-    """Record the stored file and announce it in the chat; on any failure, remove both."""
+    """Record the stored file and announce it in the chat; on any failure, remove both.
+    With an upload id another attempt already stored (in another process), this one's
+    file goes and the first attempt's answer is given."""
     uploads = request.app[UPLOADS]
     store = request.app[keys.STORE]
     clock = request.app[keys.CLOCK]
@@ -219,7 +240,17 @@ async def _publish(
         created_at=clock.now(),
     )
     try:
-        await store.add_attachment(record, uploads.session_max_count, uploads.session_max_bytes)
+        if upload_id is None:
+            await store.add_attachment(
+                record, uploads.session_max_count, uploads.session_max_bytes
+            )
+        else:
+            first = await store.add_attachment_once(
+                record, upload_id, uploads.session_max_count, uploads.session_max_bytes
+            )
+            if first.id != record.id:
+                await uploads.folder.remove([record.stored_name, record.thumbnail_name])
+                return await _answer_again(request, actor, first)
         try:
             msg, fx = await request.app[keys.DESK].post_message(
                 actor,
@@ -246,6 +277,71 @@ async def _publish(
     )
     return web.json_response(
         {"ok": True, "attachment": record.to_wire(), "message": msg.to_wire()}, status=201
+    )
+
+
+def _upload_id(request: web.Request) -> str | None:
+    value = request.headers.get(UPLOAD_ID_HEADER)
+    if value is None:
+        return None
+    if not UPLOAD_ID.fullmatch(value):
+        raise BadRequest(
+            f"{UPLOAD_ID_HEADER} must be 16 to 128 letters, digits, '.', '_', ':' or '-' "
+            "(a random id, e.g. a UUID, new for each file)"
+        )
+    return value
+
+
+async def _earlier_upload(
+    request: web.Request, actor: Actor, session_id: str, upload_id: str
+) -> web.Response | None:
+    """The answer to an upload whose id the chat has seen: the first attempt's, or 409
+    while it is still in progress here. None when the id is new to the chat."""
+    if isinstance(actor, Engineer):
+        await request.app[keys.DESK].find_session(actor, session_id)  # theirs, or refused
+    uploads = request.app[UPLOADS]
+    if (session_id, upload_id) in uploads.in_flight:
+        raise _in_progress()
+    first = await request.app[keys.STORE].attachment_for_upload(session_id, upload_id)
+    if first is None:
+        return None
+    return await _answer_again(request, actor, first)
+
+
+async def _answer_again(
+    request: web.Request, actor: Actor, first: AttachmentRecord
+) -> web.Response:
+    """200 with the stored attachment and its message, as the first attempt answered. A
+    record whose message was never stored (the server stopped between the two writes) is
+    announced now; one just recorded may still be announced by its attempt: 409."""
+    store = request.app[keys.STORE]
+    message = await store.attachment_message(first.session_id, first.id)
+    if message is None:
+        clock = request.app[keys.CLOCK]
+        if clock.now() - first.created_at < ANNOUNCE_GRACE_SECONDS:
+            raise _in_progress()
+        message, fx = await request.app[keys.DESK].post_message(
+            actor,
+            NewMessage(
+                id=str(uuid.uuid4()), session_id=first.session_id, ts=clock.now(),
+                sender=_sender(actor), kind=MessageKind.ATTACHMENT, body=first.filename,
+                attachment=first.to_wire(),
+            ),
+        )
+        await request.app[keys.SOCKETS].emitter.emit(fx)
+    response = web.json_response(
+        {"ok": True, "attachment": first.to_wire(), "message": message.to_wire()}, status=200
+    )
+    # The body of this attempt is not needed: it is not read, and the connection closes.
+    response.force_close()
+    return response
+
+
+def _in_progress() -> Conflict:
+    return Conflict(
+        "an upload with this Upload-Id is still in progress in this chat; "
+        "retry when it has ended",
+        reason="upload_in_progress",
     )
 
 

@@ -500,6 +500,8 @@ def setup_routes(app: web.Application) -> None:
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
     app.router.add_get("/", index)
+    from .customers import setup_customers
     from .pages import setup_pages
 
+    setup_customers(app)
     setup_pages(app)

@@ -162,7 +162,7 @@ async def widget_cors(request: web.Request, handler: Handler) -> web.StreamRespo
             headers={
                 hdrs.ACCESS_CONTROL_ALLOW_ORIGIN: origin,
                 hdrs.ACCESS_CONTROL_ALLOW_METHODS: "GET, POST",
-                hdrs.ACCESS_CONTROL_ALLOW_HEADERS: "Authorization, Content-Type",
+                hdrs.ACCESS_CONTROL_ALLOW_HEADERS: "Authorization, Content-Type, Upload-Id",
                 hdrs.ACCESS_CONTROL_MAX_AGE: "600",
                 hdrs.VARY: "Origin",
             },

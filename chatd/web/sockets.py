@@ -334,7 +334,8 @@ class CustomerNamespace(BaseNamespace):
 
     async def message_read(self, sid: str, p: s.MessageRead) -> dict[str, Any]:
         conn = self._conn(sid)
-        await self.emitter.emit(self.desk.mark_read(conn.actor(p.session_id), p.session_id, p.seq))
+        fx = await self.desk.mark_read(conn.actor(p.session_id), p.session_id, p.seq)
+        await self.emitter.emit(fx)
         return {}
 
     async def escalation(self, sid: str, p: s.EscalationRequest) -> dict[str, Any]:
@@ -497,7 +498,7 @@ class EngineerNamespace(BaseNamespace):
 
     async def message_read(self, sid: str, p: s.MessageRead) -> dict[str, Any]:
         conn = self._conn(sid)
-        await self.emitter.emit(self.desk.mark_read(conn.engineer, p.session_id, p.seq))
+        await self.emitter.emit(await self.desk.mark_read(conn.engineer, p.session_id, p.seq))
         return {}
 
     async def transfer(self, sid: str, p: s.Transfer) -> dict[str, Any]:

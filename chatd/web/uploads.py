@@ -9,6 +9,7 @@ held until the upload ends (docs/security.md).
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from aiohttp import web
@@ -25,17 +26,24 @@ class Slot:
     def __init__(self, slots: UploadSlots, keys: tuple[str, str, str] | None) -> None:
         self._slots = slots
         self._keys = keys
+        # Called once with the release (an upload id's mark of being in progress).
+        self.on_release: Callable[[], None] | None = None
 
     def release(self) -> None:
         """Give the slot back; once only, whatever way the upload ended."""
         keys, self._keys = self._keys, None
         if keys is not None:
             self._slots.give_back(*keys)
+        done, self.on_release = self.on_release, None
+        if done is not None:
+            done()
 
     def hand_over(self) -> Slot:
         """The same slot under a new owner; releasing this one then does nothing."""
         keys, self._keys = self._keys, None
-        return Slot(self._slots, keys)
+        other = Slot(self._slots, keys)
+        other.on_release, self.on_release = self.on_release, None
+        return other
 
 
 @dataclass
@@ -97,6 +105,8 @@ class Uploads:
     kinds: tuple[str, ...]
     idle_timeout: float
     total_timeout: float
+    # (chat, upload id) of the uploads with an Upload-Id in progress in this process.
+    in_flight: set[tuple[str, str]] = field(default_factory=set)
 
 
 UPLOADS = web.AppKey("uploads", Uploads)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import io
 import re
+from pathlib import Path
 from typing import Any
 
 from playwright.async_api import Browser, BrowserContext, Locator, Page, expect
@@ -161,3 +162,62 @@ async def wait_image_loaded(locator: Locator) -> None:
     await locator.page.wait_for_function(
         "img => img.complete && img.naturalWidth > 0", arg=handle, timeout=TIMEOUT_MS
     )
+
+
+# axe-core from npm (a devDependency: `make test` installs it with `npm ci`).
+AXE = Path(__file__).resolve().parents[2] / "node_modules" / "axe-core" / "axe.min.js"
+# WCAG 2.1 levels A and AA; axe walks open shadow roots (the widget's) by itself.
+AXE_RUN = """async () => {
+  const result = await axe.run(document, {
+    runOnly: { type: 'tag', values: ['wcag2a', 'wcag2aa', 'wcag21a', 'wcag21aa'] },
+    resultTypes: ['violations'],
+  });
+  return result.violations.map((v) => ({
+    id: v.id, impact: v.impact, help: v.help,
+    nodes: v.nodes.map((n) => ({ target: n.target, summary: n.failureSummary })),
+  }));
+}"""
+
+
+async def axe_violations(page: Page, impacts: tuple[str, ...] = ("serious", "critical")) -> str:
+    """The page's WCAG 2.1 A/AA violations of these impacts, one line per element ('' if none)."""
+    if not await page.evaluate("() => typeof window.axe === 'object'"):
+        await page.add_script_tag(path=str(AXE))
+    found = await page.evaluate(AXE_RUN)
+    lines = []
+    for v in found:
+        if v["impact"] not in impacts:
+            continue
+        for n in v["nodes"]:
+            summary = re.sub(r"\s+", " ", n["summary"] or "").strip()
+            lines.append(f"{v['id']} ({v['impact']}): {v['help']} at {n['target']}: {summary}")
+    return "\n".join(lines)
+
+
+# Everything a person sees or hears of a page: its visible text, <title>, and the labels,
+# titles and placeholders of elements that are not hidden.
+PAGE_WORDS = """() => {
+  const parts = [document.title, document.body.innerText];
+  for (const el of document.querySelectorAll('[aria-label], [title], [placeholder]')) {
+    if (el.closest('[hidden]')) continue;
+    for (const a of ['aria-label', 'title', 'placeholder']) {
+      if (el.hasAttribute(a)) parts.push(el.getAttribute(a));
+    }
+  }
+  return parts.join('\\n');
+}"""
+
+
+async def english_words(page: Page, data: list[str], allowed: set[str]) -> list[str]:
+    """Latin-letter words on a page translated into another language, once the data shown
+    (names, topics, messages: `data`) and the `allowed` words (product names, formats) are
+    taken out: what is left is text the translation missed."""
+    text = str(await page.evaluate(PAGE_WORDS))
+    for item in sorted(data, key=len, reverse=True):
+        text = text.replace(item, " ")
+    left: set[str] = set()
+    for m in re.finditer(r"[A-Za-z]{2,}", text):
+        if m.group() not in allowed:
+            around = re.sub(r"\s+", " ", text[max(0, m.start() - 40) : m.end() + 40])
+            left.add(f"{m.group()} in “{around}”")
+    return sorted(left)

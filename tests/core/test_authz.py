@@ -53,7 +53,7 @@ def _actions(
         ("history", lambda: d.history(actor, sid)),
         ("find", lambda: d.find_session(actor, sid)),
         ("typing", lambda: sync(lambda: d.typing(actor, sid, True))),
-        ("read", lambda: sync(lambda: d.mark_read(actor, sid, 1))),
+        ("read", lambda: d.mark_read(actor, sid, 1)),
         ("session_for", lambda: sync(lambda: d.session_for(actor, sid))),
         ("end", lambda: d.end(actor, sid)),
     ]

@@ -216,7 +216,7 @@ async def test_typing_and_read_receipts_are_relayed_not_stored(floor: Floor) -> 
     assert to_engineer(fx, alex, "typing") == [
         {"session_id": sid, "role": "customer", "typing": True}
     ]
-    fx = floor.desk.mark_read(alex, sid, 1)
+    fx = await floor.desk.mark_read(alex, sid, 1)
     assert to_customer(fx, sid, "message:read") == [
         {"session_id": sid, "role": "engineer", "seq": 1}
     ]

@@ -40,9 +40,13 @@ CONTRACT = {
     "AccountStore": ("test_contract_engineers.py",),
     "SessionStore": ("test_contract_sessions.py",),
     "MessageStore": ("test_contract_messages.py", "test_contract_writes.py"),
+    "ReadMarkStore": ("test_contract_receipts.py",),
     "AttachmentStore": ("test_contract_attachments.py",),
     "OutboxStore": ("test_contract_outbox.py",),
     "StatsStore": ("test_contract_stats.py",),
+    "CustomerStore": ("test_contract_customers.py",),
+    "UploadStore": ("test_contract_customers.py",),
+    "RetentionStore": ("test_contract_retention.py",),
 }
 
 

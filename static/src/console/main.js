@@ -2,23 +2,19 @@
 // them. One Socket.IO connection to /engineer, authenticated by the HttpOnly login cookie.
 import { io } from 'socket.io-client';
 import { h, clear, show, uid, clientMsgId, icon, ICON_CLIP } from '../shared/dom.js';
-import { STRINGS, clockTime } from '../shared/i18n.js';
+import { clockTime } from '../shared/i18n.js';
+import { pageLanguage, applyLanguage, errorText, minutesText } from '../shared/i18n-desk.js';
+import { CONSOLE_STRINGS } from '../shared/i18n-console.js';
 import { formatBytes } from '../shared/text.js';
 import { ThreadView } from '../shared/thread.js';
 import { showSignIn } from '../shared/signin.js';
-import { uploadFile, requestJson, connectErrorCode, call, TRANSIENT } from '../shared/http.js';
+import { uploadFileRetrying, requestJson, connectErrorCode, call, TRANSIENT } from '../shared/http.js';
 
-const T = STRINGS.en;
-const SEVERITY = { 1: 'Critical', 2: 'High', 3: 'Medium', 4: 'Low' };
+// The console's language: `data-chatd-lang` on <html>, else the browser's (docs/console.md).
+const LANG = pageLanguage();
+const T = CONSOLE_STRINGS[LANG];
 const TEXTUAL = /^(text\/|application\/(json|xml|x-ndjson|yaml|x-yaml|har\+json))/;
 const TEXT_EXT = /\.(log|txt|json|csv|xml|ya?ml|har)$/i;
-const REVOKE_REASONS = {
-  expired: 'The offer expired.',
-  declined: 'Offer declined.',
-  ended: 'The customer left before the offer was accepted.',
-  engineer_away: 'Offers were withdrawn because you are away.',
-  engineer_offline: 'Offers were withdrawn while you were offline.',
-};
 
 function mmss(seconds) {
   const s = Math.max(0, Math.floor(seconds));
@@ -33,23 +29,25 @@ const ALERT_LEVELS = ['predicted', 'warning', 'breach'];
 
 /** A threshold in words: "5 min", "1 min 30 s", "45 s". */
 function minutes(seconds) {
-  const s = Math.max(0, Math.round(seconds));
-  if (s < 60) return `${s} s`;
-  return s % 60 ? `${Math.floor(s / 60)} min ${s % 60} s` : `${s / 60} min`;
+  return minutesText(T, seconds);
 }
 
 /** A predicted wait, to the minute: "about 7 min" ("about 40 s" under a minute). */
 function approxMinutes(seconds) {
   const s = Math.max(0, Math.round(seconds));
-  return s < 60 ? `about ${s} s` : `about ${Math.round(s / 60)} min`;
+  return T.about(s < 60 ? T.seconds(s) : T.minutes(Math.round(s / 60)));
+}
+
+function tierName(tier) {
+  return T.tiers[tier || 'standard'] || tier;
 }
 
 function tierPill(tier) {
-  return h('span', { class: `pill pill--tier-${tier || 'standard'}`, text: tier || 'standard' });
+  return h('span', { class: `pill pill--tier-${tier || 'standard'}`, text: tierName(tier) });
 }
 
 function severityPill(sev) {
-  return h('span', { class: `pill pill--sev-${sev}`, text: `S${sev} · ${SEVERITY[sev] || ''}` });
+  return h('span', { class: `pill pill--sev-${sev}`, text: `S${sev} · ${T.severities[sev] || ''}` });
 }
 
 function ticketText(ticket) {
@@ -86,19 +84,22 @@ class Chat {
     this.title = h('h2', { class: 'pane__title' });
     this.meta = h('p', { class: 'pane__meta' });
     this.transferBtn = h('button', {
-      class: 'btn btn--ghost', type: 'button', text: 'Transfer', onclick: () => app.transferDialog(this),
+      class: 'btn btn--ghost', type: 'button', text: T.transfer, onclick: () => app.transferDialog(this),
     });
     this.endBtn = h('button', {
-      class: 'btn btn--danger-ghost', type: 'button', text: 'End chat', onclick: () => app.endDialog(this),
+      class: 'btn btn--danger-ghost', type: 'button', text: T.endChat, onclick: () => app.endDialog(this),
     });
-    this.list = h('ol', { class: 'log', role: 'log', 'aria-live': 'polite', 'aria-label': 'Messages' });
-    this.scroller = h('div', { class: 'pane__scroll' }, this.list);
+    // The live log is a region around the list: an <ol> given role="log" is no longer a
+    // list, and its <li> messages would belong to none.
+    this.list = h('ol', { class: 'log' });
+    this.scroller = h('div', { class: 'pane__scroll' },
+      h('div', { role: 'log', 'aria-live': 'polite', 'aria-label': T.messagesLabel }, this.list));
     this.thread = new ThreadView({
       list: this.list,
       t: T,
-      lang: 'en',
+      lang: LANG,
       isOwn: (m) => m.sender.id === app.me.id,
-      senderName: (m) => (m.sender.role === 'customer' ? m.sender.name : `${m.sender.name} (${m.sender.role})`),
+      senderName: (m) => (m.sender.role === 'customer' ? m.sender.name : T.senderName(m.sender.name, T.roles[m.sender.role] || m.sender.role)),
       renderAttachment: (m) => app.renderAttachment(m),
     });
     this.typingLine = h('div', { class: 'typing', 'aria-live': 'polite' });
@@ -113,8 +114,8 @@ class Chat {
       },
     });
     this.input = h('textarea', {
-      rows: 2, maxLength: 10000, placeholder: 'Reply… (Enter to send, Shift+Enter for a new line)',
-      'aria-label': 'Reply',
+      rows: 2, maxLength: 10000, placeholder: T.replyPlaceholder,
+      'aria-label': T.reply,
     });
     this.input.addEventListener('keydown', (e) => {
       if (e.key === 'Enter' && !e.shiftKey && !e.isComposing) {
@@ -132,11 +133,11 @@ class Chat {
     });
     this.composer = h('form', { class: 'composer' },
       h('button', {
-        class: 'icon-btn', type: 'button', title: 'Attach a file', 'aria-label': 'Attach a file',
+        class: 'icon-btn', type: 'button', title: T.attach, 'aria-label': T.attach,
         onclick: () => this.fileInput.click(),
       }, icon(ICON_CLIP)),
       this.input,
-      h('button', { class: 'btn btn--primary', type: 'submit', text: 'Send' }),
+      h('button', { class: 'btn btn--primary', type: 'submit', text: T.send }),
       this.fileInput);
     this.composer.addEventListener('submit', (e) => {
       e.preventDefault();
@@ -144,7 +145,7 @@ class Chat {
     });
     this.endedBox = h('div', { class: 'ended', hidden: true });
     this.pane = h('section', {
-      class: 'pane', id: paneId, role: 'tabpanel', hidden: true, 'aria-label': 'Chat',
+      class: 'pane', id: paneId, role: 'tabpanel', hidden: true, 'aria-label': T.chatLabel,
     },
     h('header', { class: 'pane__head' },
       h('div', { class: 'pane__titles' }, this.title, this.meta),
@@ -168,8 +169,8 @@ class Chat {
   refresh() {
     const s = this.session;
     const c = s.customer || {};
-    this.tabLabel.textContent = c.name || 'Customer';
-    this.tabState.textContent = this.closed ? ` · ${this.closed}` : '';
+    this.tabLabel.textContent = c.name || T.customerFallback;
+    this.tabState.textContent = this.closed ? ` · ${T.closedState[this.closed]}` : '';
     this.tab.classList.toggle('tab--closed', !!this.closed);
     this.title.textContent = s.topic || '';
     clear(this.meta);
@@ -187,26 +188,22 @@ class Chat {
   renderEnded() {
     const s = this.session;
     clear(this.endedBox);
-    const why = {
-      ended: 'This chat has ended.',
-      transferred: `This chat was transferred to ${(s.engineer && s.engineer.name) || 'another engineer'}.`,
-      requeued: 'This chat went back to the queue while you were away.',
-    }[this.closed] || 'This chat is closed.';
+    const why = T.endedWhy[this.closed] ? T.endedWhy[this.closed](s.engineer && s.engineer.name) : T.closedWhy;
     this.endedBox.append(h('p', { class: 'ended__title', text: why }));
-    if (s.resolution) this.endedBox.append(h('p', {}, h('strong', { text: 'Resolution: ' }), s.resolution));
+    if (s.resolution) this.endedBox.append(h('p', {}, h('strong', { text: T.resolution }), s.resolution));
     const ticket = ticketText(s.ticket);
     if (ticket) {
       const url = s.ticket.url;
-      this.endedBox.append(h('p', { class: 'ticket' }, 'Ticket ',
+      this.endedBox.append(h('p', { class: 'ticket' }, T.ticket,
         url && /^https?:/.test(url)
           ? h('a', { href: url, target: '_blank', rel: 'noopener noreferrer', text: ticket })
           : h('strong', { text: ticket })));
     } else if (this.closed === 'ended') {
-      this.endedBox.append(h('p', { class: 'muted', text: 'The transcript is being handed to the ticketing system…' }));
+      this.endedBox.append(h('p', { class: 'muted', text: T.handingOff }));
     }
     this.endedBox.append(h('div', { class: 'row' },
       this.app.transcriptLinks(this.id),
-      h('button', { class: 'btn btn--ghost', type: 'button', text: 'Close tab', onclick: () => this.app.closeChat(this.id) })));
+      h('button', { class: 'btn btn--ghost', type: 'button', text: T.closeTab, onclick: () => this.app.closeChat(this.id) })));
   }
 
   setClosed(why, patch = {}) {
@@ -222,7 +219,7 @@ class Chat {
     show(this.unreadBadge, this.unread > 0);
     this.unreadBadge.textContent = String(this.unread);
     this.tab.setAttribute('aria-label',
-      `${this.tabLabel.textContent}${this.closed ? `, ${this.closed}` : ''}${this.unread ? `, ${this.unread} unread` : ''}`);
+      T.tabLabel(this.tabLabel.textContent, this.closed ? T.closedState[this.closed] : '', this.unread));
     this.app.updateTitle();
   }
 
@@ -234,7 +231,7 @@ class Chat {
     if (nearBottom || !fromCustomer) this.scroller.scrollTop = this.scroller.scrollHeight;
     if (msg.event && msg.event.type === 'escalation') {
       this.app.renderCustomer();
-      if (live) this.app.toast(`${this.session.customer.name} asked for a ${msg.event.kind === 'phone' ? 'phone call' : 'screen share'}.`);
+      if (live) this.app.toast(T.escalationToast(this.session.customer.name, msg.event.kind));
     }
     if (fromCustomer && live) {
       if (this.app.activeId !== this.id || !document.hasFocus()) {
@@ -288,6 +285,11 @@ class Chat {
 
   applySession(session) {
     this.session = { ...this.session, ...session };
+    // Read receipts are stored: after a reload, "Read" shows where it did.
+    if (session.read) {
+      this.thread.setRead(session.read.customer);
+      this.readSent = Math.max(this.readSent, session.read.engineer);
+    }
     const me = this.app.me.id;
     if (session.state === 'ended' || session.state === 'abandoned') this.setClosed('ended');
     else if (session.state === 'active' && session.engineer && session.engineer.id !== me) this.setClosed('transferred');
@@ -349,7 +351,7 @@ class Chat {
           break;
         }
         this.outbox.shift();
-        this.thread.setPendingStatus(item.cid, (res.error && res.error.message) || 'Not sent', true);
+        this.thread.setPendingStatus(item.cid, errorText(T, res.error, T.notSent), true);
       }
     } finally {
       this.flushing = false;
@@ -380,7 +382,7 @@ class Chat {
       this.typingLine.textContent = '';
       return;
     }
-    this.typingLine.textContent = `${this.session.customer.name} is typing…`;
+    this.typingLine.textContent = T.typing(this.session.customer.name);
     this.typingTimer = setTimeout(() => (this.typingLine.textContent = ''), 8000);
   }
 
@@ -392,15 +394,16 @@ class Chat {
       file = new File([file], name, { type: file.type });
     }
     clear(this.uploadBox);
-    const bar = h('progress', { max: 1, value: 0, 'aria-label': `Uploading ${name}` });
+    const bar = h('progress', { max: 1, value: 0, 'aria-label': T.uploading(name) });
     const preview = file.type.startsWith('image/') ? URL.createObjectURL(file) : null;
+    // (the DOM's own append writes a null as the text "null")
     this.uploadBox.append(
-      preview ? h('img', { src: preview, alt: '' }) : null,
-      h('div', { class: 'upload__info' }, h('span', { text: `Uploading ${name}…` }), bar),
+      ...(preview ? [h('img', { src: preview, alt: '' })] : []),
+      h('div', { class: 'upload__info' }, h('span', { text: T.uploading(name) }), bar),
     );
     show(this.uploadBox, true);
     show(this.notice, false);
-    const res = await uploadFile(`/api/sessions/${encodeURIComponent(this.id)}/attachments`, file, {
+    const res = await uploadFileRetrying(`/api/sessions/${encodeURIComponent(this.id)}/attachments`, file, {
       withCredentials: true,
       onProgress: (f) => (bar.value = f),
     });
@@ -411,7 +414,8 @@ class Chat {
       return;
     }
     const err = (res.body && res.body.error) || {};
-    this.notice.textContent = err.message || (res.status === 413 ? 'The file is too large.' : 'The upload failed.');
+    this.notice.textContent = errorText(T, err.code || err.message ? err : null,
+      res.status === 413 ? T.fileTooLarge : T.uploadFailed);
     this.notice.classList.add('notice--error');
     show(this.notice, true);
   }
@@ -444,9 +448,11 @@ class ConsoleApp {
   // ------------------------------------------------------------------ login
 
   showLogin(message) {
+    document.title = T.title;
     showSignIn(this.root, {
-      title: 'Support console',
-      intro: 'Sign in to take chats from the queue.',
+      t: T,
+      title: T.signInTitle,
+      intro: T.signInIntro,
       message,
       onSubmit: () => this.ensureAudio(),
       onSignedIn: (engineer) => this.start(engineer),
@@ -478,17 +484,17 @@ class ConsoleApp {
 
   buildDesk() {
     clear(this.root);
-    this.connPill = h('span', { class: 'conn', role: 'status', text: 'Connecting…' });
+    this.connPill = h('span', { class: 'conn', role: 'status', text: T.connecting });
     this.statusSwitch = h('button', {
       class: 'switch', type: 'button', role: 'switch', 'aria-checked': 'false',
       onclick: () => this.setStatus(this.presence && this.presence.status === 'available' ? 'away' : 'available'),
-    }, h('span', { class: 'switch__knob', 'aria-hidden': 'true' }), h('span', { class: 'switch__label', text: 'Away' }));
-    this.capacitySelect = h('select', { class: 'input input--small', id: 'capacity', 'aria-label': 'Capacity (chats at once)' },
-      [1, 2, 3, 4, 5, 6, 8, 10].map((n) => h('option', { value: String(n), text: `${n} at once` })));
+    }, h('span', { class: 'switch__knob', 'aria-hidden': 'true' }), h('span', { class: 'switch__label', text: T.away }));
+    this.capacitySelect = h('select', { class: 'input input--small', id: 'capacity', 'aria-label': T.capacity },
+      [1, 2, 3, 4, 5, 6, 8, 10].map((n) => h('option', { value: String(n), text: T.atOnce(n) })));
     this.capacitySelect.value = '3';
     this.capacitySelect.addEventListener('change', () => this.setStatus(null, Number(this.capacitySelect.value)));
     this.notifyBtn = h('button', {
-      class: 'btn btn--ghost btn--small', type: 'button', text: 'Enable desktop alerts',
+      class: 'btn btn--ghost btn--small', type: 'button', text: T.desktopAlerts,
       hidden: !('Notification' in window) || Notification.permission !== 'default',
       onclick: async () => {
         await Notification.requestPermission();
@@ -497,36 +503,36 @@ class ConsoleApp {
     });
     this.queueSummary = h('span', { class: 'summary' });
     const header = h('header', { class: 'bar' },
-      h('div', { class: 'brand' }, h('span', { class: 'brand__mark', 'aria-hidden': 'true' }), 'chatd', h('span', { class: 'brand__sub', text: 'Support console' })),
+      h('div', { class: 'brand' }, h('span', { class: 'brand__mark', 'aria-hidden': 'true' }), 'chatd', h('span', { class: 'brand__sub', text: T.brandSub })),
       this.queueSummary,
       h('div', { class: 'bar__spacer' }),
       this.connPill,
       this.notifyBtn,
-      h('label', { class: 'bar__field' }, h('span', { class: 'sr-only', text: 'Availability' }), this.statusSwitch),
+      h('label', { class: 'bar__field' }, h('span', { class: 'sr-only', text: T.availability }), this.statusSwitch),
       this.capacitySelect,
       h('span', { class: 'me' }, h('span', { class: 'avatar', 'aria-hidden': 'true', text: initials(this.me.name) }),
-        h('span', {}, h('span', { class: 'me__name', text: this.me.name }), h('span', { class: 'me__role', text: this.me.role }))),
-      h('button', { class: 'btn btn--ghost btn--small', type: 'button', text: 'Sign out', onclick: () => this.logout() }));
+        h('span', {}, h('span', { class: 'me__name', text: this.me.name }), h('span', { class: 'me__role', text: T.roles[this.me.role] || this.me.role }))),
+      h('button', { class: 'btn btn--ghost btn--small', type: 'button', text: T.signOut, onclick: () => this.logout() }));
     this.banner = h('div', { class: 'banner', role: 'status', hidden: true });
     // The desk's wait alert (queue:alert), beside the status banner.
     this.alertBar = h('div', { class: 'alert-bar', role: 'alert', hidden: true });
-    this.offersList = h('ul', { class: 'offers', 'aria-label': 'Offers' });
-    this.queueList = h('ol', { class: 'queue', 'aria-label': 'Waiting customers' });
+    this.offersList = h('ul', { class: 'offers', 'aria-label': T.offersLabel });
+    this.queueList = h('ol', { class: 'queue', 'aria-label': T.queueLabel });
     this.queueCount = h('span', { class: 'count' });
     this.queueStats = h('p', { class: 'queue-stats' });
-    const side = h('aside', { class: 'side', 'aria-label': 'Offers and queue' },
+    const side = h('aside', { class: 'side', 'aria-label': T.sideLabel },
       h('section', { class: 'side__offers', 'aria-live': 'assertive' }, this.offersList),
       h('section', { class: 'side__queue' },
-        h('h2', { class: 'side__title' }, 'Queue ', this.queueCount),
+        h('h2', { class: 'side__title' }, `${T.queueTitle} `, this.queueCount),
         this.queueStats,
         this.queueList));
-    this.tabs = h('div', { class: 'tabs', role: 'tablist', 'aria-label': 'Open chats' });
+    this.tabs = h('div', { class: 'tabs', role: 'tablist', 'aria-label': T.chatsLabel });
     this.panes = h('div', { class: 'panes' });
     this.empty = h('div', { class: 'empty' },
-      h('p', { class: 'empty__title', text: 'No open chats' }),
-      h('p', { class: 'muted', text: 'Set yourself available: new chats are offered here in the order customers arrived.' }));
+      h('p', { class: 'empty__title', text: T.emptyTitle }),
+      h('p', { class: 'muted', text: T.emptyHint }));
     const work = h('main', { class: 'work' }, this.tabs, this.panes, this.empty);
-    this.customerPanel = h('aside', { class: 'customer', 'aria-label': 'Customer' });
+    this.customerPanel = h('aside', { class: 'customer', 'aria-label': T.customerLabel });
     this.live = h('div', { class: 'sr-only', 'aria-live': 'polite' });
     this.toasts = h('div', { class: 'toasts', role: 'status', 'aria-live': 'polite' });
     this.dialog = h('dialog', { class: 'dialog' });
@@ -549,7 +555,7 @@ class ConsoleApp {
     socket.on('connect', () => this.onConnect());
     socket.on('disconnect', (reason) => {
       this.connected = false;
-      this.connPill.textContent = 'Reconnecting…';
+      this.connPill.textContent = T.reconnecting;
       this.connPill.className = 'conn conn--down';
       if (reason === 'io server disconnect') {
         // The server closed us (logged out or disabled elsewhere): check the login.
@@ -558,9 +564,9 @@ class ConsoleApp {
     });
     socket.on('connect_error', (err) => {
       const code = connectErrorCode(err);
-      this.connPill.textContent = 'Reconnecting…';
+      this.connPill.textContent = T.reconnecting;
       this.connPill.className = 'conn conn--down';
-      if (code === 'unauthorized') this.loggedOut('Your sign-in has expired. Please sign in again.');
+      if (code === 'unauthorized') this.loggedOut(T.expired);
       else if (!socket.active) setTimeout(() => socket.connect(), 3000);
     });
     socket.on('engineer:status', (p) => this.onPresence(p));
@@ -589,7 +595,7 @@ class ConsoleApp {
 
   async checkLogin() {
     const r = await requestJson('/api/me', { credentials: 'same-origin' });
-    if (r.status === 401) this.loggedOut('You were signed out.');
+    if (r.status === 401) this.loggedOut(T.signedOutElsewhere);
     else if (this.socket && !this.socket.connected) this.socket.connect();
   }
 
@@ -607,12 +613,12 @@ class ConsoleApp {
 
   async logout() {
     await requestJson('/api/logout', { method: 'POST', credentials: 'same-origin' });
-    this.loggedOut('You are signed out.');
+    this.loggedOut(T.signedOut);
   }
 
   async onConnect() {
     this.connected = true;
-    this.connPill.textContent = 'Connected';
+    this.connPill.textContent = T.connected;
     this.connPill.className = 'conn conn--up';
     await this.refreshSnapshot();
     const mine = new Set((this.snapshotSessions || []).map((s) => s.id));
@@ -660,14 +666,14 @@ class ConsoleApp {
     else payload.capacity = Number(this.capacitySelect.value);
     const res = await call(this.socket, 'engineer:status', payload);
     if (res.ok) this.onPresence(res.engineer);
-    else this.toast((res.error && res.error.message) || 'Could not change your status.');
+    else this.toast(errorText(T, res.error, T.statusFailed));
   }
 
   onPresence(p) {
     if (!p || (this.me && p.id && p.id !== this.me.id)) return;
     this.presence = { ...(this.presence || {}), ...p };
     if (p.reason === 'offer_expired') {
-      this.showBanner('You were set to Away because an offer expired without an answer. Switch back to Available to take chats.');
+      this.showBanner(T.awayBanner);
     } else if (p.status === 'available') this.showBanner('');
     this.renderPresence();
   }
@@ -676,12 +682,12 @@ class ConsoleApp {
     const p = this.presence || { status: 'away', capacity: 3 };
     const on = p.status === 'available';
     this.statusSwitch.setAttribute('aria-checked', on ? 'true' : 'false');
-    this.statusSwitch.querySelector('.switch__label').textContent = on ? 'Available' : 'Away';
+    this.statusSwitch.querySelector('.switch__label').textContent = on ? T.available : T.away;
     this.statusSwitch.classList.toggle('switch--on', on);
     if (p.capacity) {
       const value = String(p.capacity);
       if (![...this.capacitySelect.options].some((o) => o.value === value)) {
-        this.capacitySelect.append(h('option', { value, text: `${value} at once` }));
+        this.capacitySelect.append(h('option', { value, text: T.atOnce(value) }));
       }
       this.capacitySelect.value = value;
     }
@@ -692,16 +698,16 @@ class ConsoleApp {
     this.alertBar.className = 'alert-bar' + (level ? ' ' + level : '');
     let text = '';
     if (level === 'breach') {
-      text = `The oldest customer has waited over ${Math.round(p.threshold_seconds)} s: the target is missed.`;
+      text = T.alertBreach(Math.round(p.threshold_seconds));
     } else if (level === 'warning') {
-      text = `The oldest customer has waited over ${Math.round(p.threshold_seconds)} s.`;
+      text = T.alertWarning(Math.round(p.threshold_seconds));
     } else if (level === 'predicted') {
       // Nobody has waited long yet; the desk predicts someone will wait past the target
       // (no figure: customers wait and no engineer is available or expected back).
       const why = p.predicted_wait_seconds != null
-        ? `longest predicted ${approxMinutes(p.predicted_wait_seconds)}`
-        : 'no engineer available to answer';
-      text = `Heads-up: waits are heading past the ${minutes(p.target_seconds || 300)} target (${why}).`;
+        ? T.longestPredicted(approxMinutes(p.predicted_wait_seconds))
+        : T.noEngineer;
+      text = T.alertPredicted(minutes(p.target_seconds || 300), why);
     }
     // The bar is an alert region: the same text set again would be read out again.
     if (this.alertBar.textContent !== text) this.alertBar.textContent = text;
@@ -743,9 +749,9 @@ class ConsoleApp {
           item.customer.account ? h('span', { text: item.customer.account }) : null,
           tierPill(item.customer.tier),
           severityPill(item.severity),
-          offered ? h('span', { class: 'pill pill--offered', text: 'offered' }) : null)));
+          offered ? h('span', { class: 'pill pill--offered', text: T.offered }) : null)));
     }
-    if (!this.queue.length) this.queueList.append(h('li', { class: 'muted qempty', text: 'Nobody is waiting.' }));
+    if (!this.queue.length) this.queueList.append(h('li', { class: 'muted qempty', text: T.nobodyWaiting }));
     this.renderQueueSummary();
     this.tick();
   }
@@ -754,15 +760,15 @@ class ConsoleApp {
     const s = this.stats || {};
     const len = s.length || 0;
     clear(this.queueSummary);
-    this.queueSummary.append(h('strong', { text: String(len) }), len === 1 ? ' waiting' : ' waiting');
-    if (len) this.queueSummary.append(' · oldest ', h('span', { class: 'wait wait--summary', dataset: { oldest: s.oldest_wait_seconds || 0 } }));
+    this.queueSummary.append(...T.waitingCount(len).map((part) => (part === String(len) ? h('strong', { text: part }) : part)));
+    if (len) this.queueSummary.append(` · ${T.oldest} `, h('span', { class: 'wait wait--summary', dataset: { oldest: s.oldest_wait_seconds || 0 } }));
     this.summaryAt = Date.now();
     this.tick();
     const online = s.engineers_online;
     clear(this.queueStats);
     this.queueStats.append(
-      `Target ${mmss(s.target_seconds || 300)} · warning at ${mmss(s.warning_seconds || 240)}`,
-      online != null ? ` · ${online} engineer${online === 1 ? '' : 's'} online` : '',
+      T.queueTargets(mmss(s.target_seconds || 300), mmss(s.warning_seconds || 240)),
+      online != null ? ` · ${T.engineersOnline(online)}` : '',
     );
   }
 
@@ -789,7 +795,7 @@ class ConsoleApp {
     const now = Date.now();
     for (const offer of this.offers.values()) {
       const left = Math.max(0, (offer.deadline - now) / 1000);
-      offer.countdown.textContent = `${Math.ceil(left)} s`;
+      offer.countdown.textContent = T.seconds(Math.ceil(left));
       offer.bar.value = left;
       offer.el.classList.toggle('offer--urgent', left <= 10);
     }
@@ -802,24 +808,24 @@ class ConsoleApp {
     const c = p.customer || {};
     const countdown = h('span', { class: 'offer__countdown', 'aria-hidden': 'true' });
     const bar = h('progress', { class: 'offer__bar', max: p.expires_in_seconds || 30, value: p.expires_in_seconds || 30, 'aria-hidden': 'true' });
-    const accept = h('button', { class: 'btn btn--primary', type: 'button', text: 'Accept', onclick: () => this.accept(p.session_id) });
-    const decline = h('button', { class: 'btn btn--ghost', type: 'button', text: 'Decline', onclick: () => this.decline(p.session_id) });
-    const el = h('li', { class: 'offer', dataset: { session: p.session_id }, 'aria-label': `Offer: ${c.name}, ${p.topic}` },
+    const accept = h('button', { class: 'btn btn--primary', type: 'button', text: T.accept, onclick: () => this.accept(p.session_id) });
+    const decline = h('button', { class: 'btn btn--ghost', type: 'button', text: T.decline, onclick: () => this.decline(p.session_id) });
+    const el = h('li', { class: 'offer', dataset: { session: p.session_id }, 'aria-label': T.offerLabel(c.name, p.topic) },
       h('div', { class: 'offer__head' },
-        h('span', { class: 'offer__kind', text: p.transfer_from ? `Transfer from ${p.transfer_from.name}` : 'New chat' }),
+        h('span', { class: 'offer__kind', text: p.transfer_from ? T.transferFrom(p.transfer_from.name) : T.newChat }),
         countdown),
       bar,
       h('div', { class: 'offer__name', text: c.name }),
       h('div', { class: 'offer__meta' }, c.account ? h('span', { text: c.account }) : null, tierPill(c.tier), severityPill(p.severity)),
       h('div', { class: 'offer__topic', text: p.topic }),
-      h('div', { class: 'offer__waited', text: `Waited ${mmss(p.waited_seconds || 0)}` }),
+      h('div', { class: 'offer__waited', text: T.waited(mmss(p.waited_seconds || 0)) }),
       h('div', { class: 'row' }, accept, decline));
     this.offers.set(p.session_id, { p, el, countdown, bar, deadline: Date.now() + (p.expires_in_seconds || 30) * 1000 });
     this.offersList.append(el);
     this.tick();
     this.updateTitle();
     if (alert) {
-      this.live.textContent = `New chat offer from ${c.name}: ${p.topic}. Accept or decline.`;
+      this.live.textContent = T.offerAnnounce(c.name, p.topic);
       this.chime();
       this.notify(p);
       if (!this.dialog.open && !this.isTyping()) accept.focus();
@@ -842,7 +848,7 @@ class ConsoleApp {
   onOfferRevoked(p) {
     const had = this.offers.has(p.session_id);
     this.removeOffer(p.session_id);
-    if (had && p.reason !== 'declined') this.toast(REVOKE_REASONS[p.reason] || 'The offer was withdrawn.');
+    if (had && p.reason !== 'declined') this.toast(T.revoked[p.reason] || T.revokedOther);
   }
 
   async accept(sessionId) {
@@ -851,7 +857,7 @@ class ConsoleApp {
     const res = await call(this.socket, 'offer:accept', { session_id: sessionId });
     this.removeOffer(sessionId);
     if (!res.ok) {
-      this.toast((res.error && res.error.message) || 'The offer could not be accepted.');
+      this.toast(errorText(T, res.error, T.acceptFailed));
       return;
     }
     const existing = this.chats.get(sessionId);
@@ -869,7 +875,7 @@ class ConsoleApp {
   async decline(sessionId) {
     const res = await call(this.socket, 'offer:decline', { session_id: sessionId });
     this.removeOffer(sessionId);
-    if (!res.ok && res.error && res.error.code !== 'conflict') this.toast(res.error.message);
+    if (!res.ok && res.error && res.error.code !== 'conflict') this.toast(errorText(T, res.error, T.revokedOther));
   }
 
   ensureAudio() {
@@ -904,8 +910,8 @@ class ConsoleApp {
     if (!('Notification' in window) || Notification.permission !== 'granted') return;
     try {
       const c = p.customer || {};
-      const n = new Notification(`New chat: ${c.name}${c.account ? ` (${c.account})` : ''}`, {
-        body: `${p.topic} · S${p.severity} ${SEVERITY[p.severity] || ''} · ${c.tier || 'standard'}`,
+      const n = new Notification(T.notifyTitle(c.name, c.account), {
+        body: `${p.topic} · S${p.severity} ${T.severities[p.severity] || ''} · ${tierName(c.tier)}`,
         tag: `chatd-offer-${p.session_id}`,
         requireInteraction: true,
       });
@@ -1006,7 +1012,7 @@ class ConsoleApp {
   updateTitle() {
     let n = this.offers.size;
     for (const c of this.chats.values()) n += c.unread;
-    document.title = n ? `(${n}) chatd console` : 'chatd console';
+    document.title = n ? T.titleCount(n) : T.title;
   }
 
   onAssigned(p) {
@@ -1020,7 +1026,7 @@ class ConsoleApp {
       }
     } else if (chat) {
       chat.setClosed('transferred', { engineer: p.engineer });
-      this.toast(`The chat with ${chat.session.customer.name} now belongs to ${p.engineer.name}.`);
+      this.toast(T.movedTo(chat.session.customer.name, p.engineer.name));
     }
   }
 
@@ -1032,7 +1038,7 @@ class ConsoleApp {
       resolution: p.resolution || chat.session.resolution,
       ticket: p.ticket || chat.session.ticket,
     });
-    if (p.ended_by === 'customer') this.toast(`${chat.session.customer.name} ended the chat.`);
+    if (p.ended_by === 'customer') this.toast(T.customerEnded(chat.session.customer.name));
   }
 
   onRequeued(p) {
@@ -1042,8 +1048,8 @@ class ConsoleApp {
 
   onTransferFailed(p) {
     const chat = this.chats.get(p.session_id);
-    const who = (this.engineers.find((e) => e.id === p.to_engineer_id) || {}).name || 'The engineer';
-    this.toast(`${who} did not take the transfer (${p.reason}); the chat stays with you.`);
+    const who = (this.engineers.find((e) => e.id === p.to_engineer_id) || {}).name || T.theEngineer;
+    this.toast(T.transferDeclined(who, T.transferReasons[p.reason] || p.reason));
     if (chat) {
       chat.notice.textContent = '';
       show(chat.notice, false);
@@ -1057,7 +1063,7 @@ class ConsoleApp {
     clear(panel);
     const chat = this.chats.get(this.activeId);
     if (!chat) {
-      panel.append(h('p', { class: 'muted', text: 'The customer of the open chat is shown here.' }));
+      panel.append(h('p', { class: 'muted', text: T.customerEmpty }));
       return;
     }
     const s = chat.session;
@@ -1069,36 +1075,36 @@ class ConsoleApp {
         h('div', {}, h('h2', { class: 'customer__name', text: c.name || '' }),
           c.email ? h('a', { href: `mailto:${c.email}`, text: c.email }) : null)),
       h('dl', { class: 'facts' },
-        row('Account', c.account || '—'),
-        row('Tier', tierPill(c.tier)),
-        row('Severity', severityPill(s.severity)),
-        row('Topic', s.topic),
-        row('Waited', s.created_at && s.assigned_at
+        row(T.facts.account, c.account || '—'),
+        row(T.facts.tier, tierPill(c.tier)),
+        row(T.facts.severity, severityPill(s.severity)),
+        row(T.facts.topic, s.topic),
+        row(T.facts.waited, s.created_at && s.assigned_at
           ? mmss((Date.parse(s.assigned_at) - Date.parse(s.created_at)) / 1000) : null),
-        row('Started', s.created_at ? clockTime(s.created_at, 'en') : null),
-        row('Ticket', ticketText(s.ticket)
+        row(T.facts.started, s.created_at ? clockTime(s.created_at, LANG) : null),
+        row(T.facts.ticket, ticketText(s.ticket)
           ? (s.ticket.url && /^https?:/.test(s.ticket.url)
             ? h('a', { href: s.ticket.url, target: '_blank', rel: 'noopener noreferrer', text: ticketText(s.ticket) })
             : ticketText(s.ticket))
           : null)),
     );
     const escalations = chat.thread.messages().filter((m) => m.event && m.event.type === 'escalation');
-    panel.append(h('h3', { class: 'customer__sub', text: 'Escalation requests' }));
-    if (!escalations.length) panel.append(h('p', { class: 'muted', text: 'None.' }));
+    panel.append(h('h3', { class: 'customer__sub', text: T.escalations }));
+    if (!escalations.length) panel.append(h('p', { class: 'muted', text: T.none }));
     else {
       panel.append(h('ul', { class: 'escalations' }, escalations.map((m) => h('li', { class: 'escalation' },
-        h('strong', { text: m.event.kind === 'phone' ? 'Phone call' : 'Screen share' }),
+        h('strong', { text: m.event.kind === 'phone' ? T.phoneCall : T.screenShare }),
         m.event.phone ? h('span', {}, ' · ', h('a', { href: `tel:${m.event.phone}`, text: m.event.phone })) : null,
-        h('span', { class: 'muted', text: ` · ${clockTime(m.ts, 'en')}` }),
+        h('span', { class: 'muted', text: ` · ${clockTime(m.ts, LANG)}` }),
         m.event.note ? h('p', { text: m.event.note }) : null))));
     }
-    panel.append(h('h3', { class: 'customer__sub', text: 'Transcript' }), this.transcriptLinks(chat.id));
+    panel.append(h('h3', { class: 'customer__sub', text: T.transcript }), this.transcriptLinks(chat.id));
   }
 
   transcriptLinks(id) {
     const base = `/api/sessions/${encodeURIComponent(id)}/transcript?format=`;
     return h('span', { class: 'links' },
-      h('a', { href: `${base}text`, download: '', text: 'Text' }), ' · ',
+      h('a', { href: `${base}text`, download: '', text: T.transcriptText }), ' · ',
       h('a', { href: `${base}html`, target: '_blank', rel: 'noopener', text: 'HTML' }), ' · ',
       h('a', { href: `${base}json`, download: '', text: 'JSON' }));
   }
@@ -1107,11 +1113,11 @@ class ConsoleApp {
 
   renderAttachment(msg) {
     const a = msg.attachment;
-    const name = a.filename || 'file';
+    const name = a.filename || T.file;
     const type = String(a.content_type || '');
     if (type.startsWith('image/')) {
       return h('button', {
-        class: 'thumb', type: 'button', title: `${name} · ${formatBytes(a.size || 0)}`, 'aria-label': `Enlarge ${name}`,
+        class: 'thumb', type: 'button', title: `${name} · ${formatBytes(a.size || 0)}`, 'aria-label': T.enlarge(name),
         onclick: () => this.imageDialog(a),
       }, h('img', { src: a.thumbnail_url || a.url, alt: name, loading: 'lazy' }));
     }
@@ -1122,9 +1128,9 @@ class ConsoleApp {
         h('span', { class: 'file__name', text: name }),
         h('span', { class: 'file__size', text: formatBytes(a.size || 0) }),
         h('span', { class: 'file__actions' },
-          textual ? h('button', { class: 'linkish', type: 'button', text: 'View', onclick: () => this.logDialog(a) }) : null,
+          textual ? h('button', { class: 'linkish', type: 'button', text: T.view, onclick: () => this.logDialog(a) }) : null,
           textual ? ' · ' : null,
-          h('a', { href: a.url, download: name, text: 'Download' }))));
+          h('a', { href: a.url, download: name, text: T.download }))));
   }
 
   openDialog(title, ...content) {
@@ -1134,23 +1140,23 @@ class ConsoleApp {
     d.setAttribute('aria-labelledby', titleId);
     d.append(h('div', { class: 'dialog__head' },
       h('h2', { id: titleId, text: title }),
-      h('button', { class: 'icon-btn', type: 'button', 'aria-label': 'Close', onclick: () => d.close() }, icon('M6 6l12 12M18 6L6 18'))),
+      h('button', { class: 'icon-btn', type: 'button', 'aria-label': T.close, onclick: () => d.close() }, icon('M6 6l12 12M18 6L6 18'))),
     ...content);
     if (!d.open) d.showModal();
     return d;
   }
 
   imageDialog(a) {
-    this.openDialog(a.filename || 'Image',
+    this.openDialog(a.filename || T.image,
       h('img', { class: 'dialog__image', src: a.url, alt: a.filename || '' }),
-      h('p', {}, h('a', { href: a.url, download: a.filename || '', text: 'Download' })));
+      h('p', {}, h('a', { href: a.url, download: a.filename || '', text: T.download })));
   }
 
   async logDialog(a) {
-    const pre = h('pre', { class: 'viewer', tabIndex: 0, text: 'Loading…' });
+    const pre = h('pre', { class: 'viewer', tabIndex: 0, text: T.loading });
     const note = h('p', { class: 'muted' });
-    this.openDialog(a.filename || 'Log', note, pre,
-      h('p', {}, h('a', { href: a.url, download: a.filename || '', text: `Download the whole file (${formatBytes(a.size || 0)})` })));
+    this.openDialog(a.filename || T.log, note, pre,
+      h('p', {}, h('a', { href: a.url, download: a.filename || '', text: T.downloadWhole(formatBytes(a.size || 0)) })));
     try {
       const r = await fetch(a.url, { credentials: 'same-origin', headers: { Range: 'bytes=0-262143' } });
       if (!r.ok && r.status !== 206) throw new Error(String(r.status));
@@ -1159,22 +1165,22 @@ class ConsoleApp {
       const shown = lines.slice(0, 500);
       pre.textContent = shown.join('\n');
       note.textContent = lines.length > 500 || (a.size || 0) > text.length
-        ? `The first ${shown.length} lines.`
-        : `${shown.length} lines.`;
+        ? T.firstLines(shown.length)
+        : T.lines(shown.length);
     } catch {
-      pre.textContent = 'The file could not be loaded.';
+      pre.textContent = T.loadFailed;
     }
   }
 
   // ------------------------------------------------------------------ end and transfer
 
   endDialog(chat) {
-    const resolution = h('textarea', { class: 'input', id: uid('res'), rows: 4, maxLength: 4000, placeholder: 'What was the problem, and what fixed it?' });
+    const resolution = h('textarea', { class: 'input', id: uid('res'), rows: 4, maxLength: 4000, placeholder: T.resolutionPlaceholder });
     const form = h('form', { method: 'dialog' },
-      h('label', { class: 'field' }, h('span', { class: 'field__label', text: 'Resolution note (goes to the ticket)' }), resolution),
+      h('label', { class: 'field' }, h('span', { class: 'field__label', text: T.resolutionLabel }), resolution),
       h('div', { class: 'row row--end' },
-        h('button', { class: 'btn btn--ghost', type: 'button', text: 'Cancel', onclick: () => this.dialog.close() }),
-        h('button', { class: 'btn btn--danger', type: 'submit', text: 'End chat' })));
+        h('button', { class: 'btn btn--ghost', type: 'button', text: T.cancel, onclick: () => this.dialog.close() }),
+        h('button', { class: 'btn btn--danger', type: 'submit', text: T.endChat })));
     form.addEventListener('submit', async (e) => {
       e.preventDefault();
       const payload = { session_id: chat.id };
@@ -1182,9 +1188,9 @@ class ConsoleApp {
       const res = await call(this.socket, 'session:end', payload);
       this.dialog.close();
       if (res.ok) chat.setClosed('ended', res.session);
-      else this.toast((res.error && res.error.message) || 'The chat could not be ended.');
+      else this.toast(errorText(T, res.error, T.endFailed));
     });
-    this.openDialog(`End the chat with ${chat.session.customer.name}`, form);
+    this.openDialog(T.endTitle(chat.session.customer.name), form);
     resolution.focus();
   }
 
@@ -1198,13 +1204,13 @@ class ConsoleApp {
       return h('label', { class: `choice${free ? '' : ' choice--off'}` },
         h('input', { type: 'radio', name, value: e.id, disabled: !free }),
         h('span', { class: 'choice__name', text: e.name }),
-        h('span', { class: 'muted', text: ` · ${e.status} · ${e.active}/${e.capacity} chats` }));
+        h('span', { class: 'muted', text: T.engineerLine(T.statuses[e.status] || e.status, e.active, e.capacity) }));
     });
-    if (!choices.length) form.append(h('p', { class: 'muted', text: 'No other engineer is online.' }));
-    form.append(h('fieldset', { class: 'choices' }, h('legend', { text: 'Offer this chat to' }), choices),
+    if (!choices.length) form.append(h('p', { class: 'muted', text: T.noOtherEngineer }));
+    form.append(h('fieldset', { class: 'choices' }, h('legend', { text: T.offerTo }), choices),
       h('div', { class: 'row row--end' },
-        h('button', { class: 'btn btn--ghost', type: 'button', text: 'Cancel', onclick: () => this.dialog.close() }),
-        h('button', { class: 'btn btn--primary', type: 'submit', text: 'Offer transfer', disabled: !choices.length })));
+        h('button', { class: 'btn btn--ghost', type: 'button', text: T.cancel, onclick: () => this.dialog.close() }),
+        h('button', { class: 'btn btn--primary', type: 'submit', text: T.offerTransfer, disabled: !choices.length })));
     form.addEventListener('submit', async (e) => {
       e.preventDefault();
       const picked = form.querySelector('input[type=radio]:checked');
@@ -1213,12 +1219,12 @@ class ConsoleApp {
       this.dialog.close();
       if (res.ok) {
         const who = (others.find((x) => x.id === picked.value) || {}).name;
-        chat.notice.textContent = `Transfer offered to ${who}; the chat stays with you until they accept.`;
+        chat.notice.textContent = T.transferOffered(who);
         chat.notice.classList.remove('notice--error');
         show(chat.notice, true);
-      } else this.toast((res.error && res.error.message) || 'The transfer could not be offered.');
+      } else this.toast(errorText(T, res.error, T.transferFailed));
     });
-    this.openDialog(`Transfer the chat with ${chat.session.customer.name}`, form);
+    this.openDialog(T.transferTitle(chat.session.customer.name), form);
     const first = form.querySelector('input:not([disabled])');
     if (first) first.focus();
   }
@@ -1228,5 +1234,7 @@ function initials(name) {
   return String(name || '?').split(/\s+/).filter(Boolean).slice(0, 2).map((w) => w[0].toUpperCase()).join('');
 }
 
+applyLanguage(LANG);
+document.title = T.title;
 const app = new ConsoleApp(document.getElementById('app'));
 app.init();

@@ -9,17 +9,18 @@ const AXIS = {
   ticks: { stroke: '#e1e5ec', width: 1, size: 4 },
 };
 
-function clockTime(seconds, withSeconds) {
+function clockTime(seconds, withSeconds, locale) {
   const opts = { hour: '2-digit', minute: '2-digit' };
   if (withSeconds) opts.second = '2-digit';
-  return new Date(seconds * 1000).toLocaleTimeString([], opts);
+  return new Date(seconds * 1000).toLocaleTimeString(locale && locale !== 'en' ? locale : [], opts);
 }
 
 export class TimeChart {
   /**
    * @param {HTMLElement} host where the canvas goes
-   * @param {object} o label, color, fill, format(value) -> text, step (a stepped line for
-   *   counts), incrs (the y tick steps), floor (the least top of the y scale)
+   * @param {object} o label, timeLabel (the legend's name for the time), locale (of the
+   *   clock times), color, fill, format(value) -> text, step (a stepped line for counts),
+   *   incrs (the y tick steps), floor (the least top of the y scale)
    */
   constructor(host, o) {
     this.host = host;
@@ -47,7 +48,7 @@ export class TimeChart {
     const width = Math.max(280, this.host.clientWidth);
     const latestOr = (v) => (v == null ? this.latest : v);
     const series = [
-      { label: 'Time', value: (u, v) => { const t = v == null ? this.latestT : v; return t == null ? '–' : clockTime(t, true); } },
+      { label: o.timeLabel || 'Time', value: (u, v) => { const t = v == null ? this.latestT : v; return t == null ? '–' : clockTime(t, true, o.locale); } },
       {
         label: o.label,
         stroke: o.color,
@@ -84,7 +85,7 @@ export class TimeChart {
       },
       axes: [
         // Room for a clock time with seconds ("07:15:30 PM") under each tick.
-        { ...AXIS, space: 90, values: (u, splits, i, space, incr) => splits.map((t) => clockTime(t, incr < 60)) },
+        { ...AXIS, space: 90, values: (u, splits, i, space, incr) => splits.map((t) => clockTime(t, incr < 60, o.locale)) },
         { ...AXIS, size: 52, incrs: o.incrs, values: (u, vals) => vals.map((v) => o.format(v)) },
       ],
       series,

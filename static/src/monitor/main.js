@@ -5,17 +5,22 @@ import { io } from 'socket.io-client';
 import { h, clear, show } from '../shared/dom.js';
 import { requestJson, connectErrorCode } from '../shared/http.js';
 import { showSignIn } from '../shared/signin.js';
+import { pageLanguage, applyLanguage, errorText, clockText } from '../shared/i18n-desk.js';
+import { MONITOR_STRINGS } from '../shared/i18n-monitor.js';
 import { TimeChart } from './chart.js';
+
+// The page's language: `data-chatd-lang` on <html>, else the browser's (docs/monitoring.md).
+const LANG = pageLanguage();
+const T = MONITOR_STRINGS[LANG];
 
 const POLL_MS = 5000;
 const HISTORY_SECONDS = 6 * 3600;
 // The objective the Prometheus rules burn against (deploy/prometheus/alerts.yml): 90% of
 // chats answered within the target. The page marks it on the service-level bars.
 const OBJECTIVE = 0.9;
-const RANGES = [['15 min', 900], ['1 h', 3600], ['6 h', HISTORY_SECONDS]];
-const SEVERITY = { 1: 'Critical', 2: 'High', 3: 'Medium', 4: 'Low' };
-const LEVEL_TEXT = { predicted: 'Heads-up', warning: 'Warning', breach: 'Target missed', clear: 'Recovered' };
-const HORIZONS = [['now', 'Needed now'], ['next_hour', 'Needed next hour']];
+const RANGES = [900, 3600, HISTORY_SECONDS].map((seconds) => [T.ranges[seconds], seconds]);
+const LEVEL_TEXT = T.levels;
+const HORIZONS = ['now', 'next_hour'].map((key) => [key, T.horizons[key]]);
 const COLORS = { queue: '#2450d8', wait: '#6b3fd4', warning: '#d48806', target: '#c0362c' };
 
 function dur(seconds) {
@@ -29,15 +34,15 @@ function dur(seconds) {
 /** Seconds in words, to the minute from a minute up: "5 min", "45 s". */
 function mins(seconds) {
   const s = Math.max(0, Math.round(seconds));
-  return s < 60 ? `${s} s` : `${Math.round(s / 60)} min`;
+  return s < 60 ? T.seconds(s) : T.minutes(Math.round(s / 60));
 }
 
 /** Why a `predicted` alert was raised: the longest predicted wait, or (no figure) that
  * customers wait with no engineer available or expected back. */
 function predictedWhy(alert) {
   return alert.predicted_wait_seconds != null
-    ? `longest predicted ${dur(alert.predicted_wait_seconds)}`
-    : 'no engineer available to answer';
+    ? T.longestPredicted(dur(alert.predicted_wait_seconds))
+    : T.noEngineer;
 }
 
 function pct(x) {
@@ -47,23 +52,19 @@ function pct(x) {
 }
 
 function clock(ms) {
-  return new Date(ms).toLocaleTimeString([], { hour: '2-digit', minute: '2-digit', second: '2-digit' });
+  return clockText(T, ms);
 }
 
 function initials(name) {
   return String(name || '?').split(/\s+/).filter(Boolean).slice(0, 2).map((p) => p[0].toUpperCase()).join('');
 }
 
-function plural(n, one, many) {
-  return `${n} ${n === 1 ? one : many}`;
-}
-
 function severityPill(sev) {
-  return h('span', { class: `pill pill--sev-${sev}`, text: `S${sev} · ${SEVERITY[sev] || ''}` });
+  return h('span', { class: `pill pill--sev-${sev}`, text: `S${sev} · ${T.severities[sev] || ''}` });
 }
 
 function tierPill(tier) {
-  return h('span', { class: `pill pill--tier-${tier || 'standard'}`, text: tier || 'standard' });
+  return h('span', { class: `pill pill--tier-${tier || 'standard'}`, text: T.tiers[tier || 'standard'] || tier });
 }
 
 function panel(title, body, { extra, cls } = {}) {
@@ -103,17 +104,18 @@ class MonitorApp {
   }
 
   notLead(engineer) {
-    return `You are signed in as ${engineer.name}, who is not a lead. The monitor is for support leads: sign in as a lead.`;
+    return T.notLead(engineer.name);
   }
 
   // ------------------------------------------------------------------ login
 
   showLogin(message) {
     this.stop();
-    document.title = 'chatd monitor';
+    document.title = T.title;
     showSignIn(this.root, {
-      title: 'Desk monitor',
-      intro: 'Sign in as a support lead to watch the queue and the service level.',
+      t: T,
+      title: T.signInTitle,
+      intro: T.signInIntro,
       message,
       refuse: (engineer) => (engineer.role === 'lead' ? null : this.notLead(engineer)),
       onSignedIn: (engineer) => this.start(engineer),
@@ -126,7 +128,7 @@ class MonitorApp {
 
   async logout() {
     await requestJson('/api/logout', { method: 'POST', credentials: 'same-origin' });
-    this.loggedOut('You are signed out.');
+    this.loggedOut(T.signedOut);
   }
 
   stop() {
@@ -156,36 +158,36 @@ class MonitorApp {
 
   build() {
     clear(this.root);
-    this.connPill = h('span', { class: 'conn', role: 'status', text: 'Connecting…' });
+    this.connPill = h('span', { class: 'conn', role: 'status', text: T.connecting });
     this.updated = h('span', { class: 'updated muted' });
     const header = h('header', { class: 'bar' },
       h('div', { class: 'brand' }, h('span', { class: 'brand__mark', 'aria-hidden': 'true' }), 'chatd',
-        h('span', { class: 'brand__sub', text: 'Desk monitor' })),
+        h('span', { class: 'brand__sub', text: T.brandSub })),
       h('div', { class: 'bar__spacer' }),
       this.updated,
       this.connPill,
-      h('a', { class: 'btn btn--ghost btn--small', href: '/console/', text: 'Console' }),
+      h('a', { class: 'btn btn--ghost btn--small', href: '/console/', text: T.console }),
       h('span', { class: 'me' }, h('span', { class: 'avatar', 'aria-hidden': 'true', text: initials(this.me.name) }),
-        h('span', {}, h('span', { class: 'me__name', text: this.me.name }), h('span', { class: 'me__role', text: this.me.role }))),
-      h('button', { class: 'btn btn--ghost btn--small', type: 'button', text: 'Sign out', onclick: () => this.logout() }));
+        h('span', {}, h('span', { class: 'me__name', text: this.me.name }), h('span', { class: 'me__role', text: T.roles[this.me.role] || this.me.role }))),
+      h('button', { class: 'btn btn--ghost btn--small', type: 'button', text: T.signOut, onclick: () => this.logout() }));
 
     // The alert bar: its headline changes only on transitions (read out once); the ticking
     // detail sits outside the live region.
     this.alertHead = h('strong', { class: 'alertbar__head' });
     this.alertDetail = h('span', { class: 'alertbar__detail' });
-    this.alertBar = h('section', { class: 'alertbar', id: 'alert', dataset: { level: 'ok' }, 'aria-label': 'Queue alert' },
+    this.alertBar = h('section', { class: 'alertbar', id: 'alert', dataset: { level: 'ok' }, 'aria-label': T.queueAlert },
       h('span', { class: 'alertbar__dot', 'aria-hidden': 'true' }),
       h('span', { class: 'alertbar__live', role: 'status', 'aria-live': 'assertive' }, this.alertHead),
       this.alertDetail);
     this.bannerNow = h('div', { class: 'statusline', hidden: true });
 
     this.kpi = {
-      waiting: this.card('Waiting', 'kpi-waiting'),
-      oldest: this.card('Oldest wait', 'kpi-oldest'),
-      sl1h: this.card('Service level · 1 h', 'kpi-sl-1h', true),
-      sl24h: this.card('Service level · 24 h', 'kpi-sl-24h', true),
-      engineers: this.card('Engineers available', 'kpi-engineers'),
-      active: this.card('Chats in progress', 'kpi-active'),
+      waiting: this.card(T.kpi.waiting, 'kpi-waiting'),
+      oldest: this.card(T.kpi.oldest, 'kpi-oldest'),
+      sl1h: this.card(T.kpi.sl1h, 'kpi-sl-1h', true),
+      sl24h: this.card(T.kpi.sl24h, 'kpi-sl-24h', true),
+      engineers: this.card(T.kpi.engineers, 'kpi-engineers'),
+      active: this.card(T.kpi.active, 'kpi-active'),
     };
     const kpis = h('div', { class: 'kpis' }, Object.values(this.kpi).map((c) => c.el));
 
@@ -198,17 +200,17 @@ class MonitorApp {
     const queueHost = h('div', { class: 'chart', id: 'queue-chart' });
     const waitHost = h('div', { class: 'chart', id: 'wait-chart' });
     this.queueChart = new TimeChart(queueHost, {
-      label: 'Waiting', color: COLORS.queue, fill: 'rgba(36, 80, 216, .10)', step: true, floor: 4,
+      label: T.waitingSeries, timeLabel: T.time, locale: T.locale, color: COLORS.queue, fill: 'rgba(36, 80, 216, .10)', step: true, floor: 4,
       format: (v) => String(Math.round(v)), incrs: [1, 2, 5, 10, 20, 50, 100, 200, 500, 1000],
     });
     this.waitChart = new TimeChart(waitHost, {
-      label: 'Oldest wait', color: COLORS.wait, fill: 'rgba(107, 63, 212, .08)', floor: 10,
+      label: T.oldestWait, timeLabel: T.time, locale: T.locale, color: COLORS.wait, fill: 'rgba(107, 63, 212, .08)', floor: 10,
       format: dur, incrs: [1, 2, 5, 10, 15, 30, 60, 120, 300, 600, 900, 1800, 3600, 7200],
     });
-    const seg = h('div', { class: 'seg', role: 'group', 'aria-label': 'Chart range' }, this.rangeButtons);
+    const seg = h('div', { class: 'seg', role: 'group', 'aria-label': T.chartRange }, this.rangeButtons);
     const charts = h('div', { class: 'charts' },
-      panel('Queue length', h('div', {}, this.queueCaption, queueHost), { extra: seg }),
-      panel('Oldest wait', h('div', {}, this.waitCaption, waitHost)));
+      panel(T.queueLength, h('div', {}, this.queueCaption, queueHost), { extra: seg }),
+      panel(T.oldestWait, h('div', {}, this.waitCaption, waitHost)));
 
     this.engineersBody = h('tbody');
     this.queueBody = h('tbody');
@@ -219,17 +221,17 @@ class MonitorApp {
       h('table', { class: 'table', 'aria-label': label },
         h('thead', {}, h('tr', {}, heads.map((t) => h('th', { scope: 'col', text: t })))), body));
     const left = h('div', { class: 'stack' },
-      panel('Engineers', table(['Engineer', 'Status', 'Load', 'Handled 1 h', 'Handled 24 h', 'Avg handle 24 h'], this.engineersBody, 'Engineers'), { cls: 'panel--engineers' }),
+      panel(T.engineersTitle, table(T.engineerHeads, this.engineersBody, T.engineersTitle), { cls: 'panel--engineers' }),
       this.buildForecast(),
-      panel('Waiting customers', table(['#', 'Customer', 'Topic', 'Severity', 'Waited', 'Offered to'], this.queueBody, 'Waiting customers'), { extra: this.queueCount, cls: 'panel--queue' }),
-      panel('Chats in progress', table(['Customer', 'Topic', 'Severity', 'Engineer', 'Duration'], this.sessionsBody, 'Chats in progress'), { extra: this.sessionsCount, cls: 'panel--sessions' }));
+      panel(T.queueTitle, table(T.queueHeads, this.queueBody, T.queueTitle), { extra: this.queueCount, cls: 'panel--queue' }),
+      panel(T.sessionsTitle, table(T.sessionHeads, this.sessionsBody, T.sessionsTitle), { extra: this.sessionsCount, cls: 'panel--sessions' }));
 
     this.handoffs = h('dl', { class: 'facts', id: 'handoffs' });
-    this.alertList = h('ol', { class: 'alerts', id: 'alert-log', 'aria-label': 'Recent alerts' });
+    this.alertList = h('ol', { class: 'alerts', id: 'alert-log', 'aria-label': T.alertsTitle });
     const right = h('div', { class: 'stack' },
       this.buildBannerForm(),
-      panel('Handoff to ticketing', this.handoffs, { cls: 'panel--handoffs' }),
-      panel('Recent alerts', this.alertList, { cls: 'panel--alerts' }));
+      panel(T.handoffsTitle, this.handoffs, { cls: 'panel--handoffs' }),
+      panel(T.alertsTitle, this.alertList, { cls: 'panel--alerts' }));
 
     this.toasts = h('div', { class: 'toasts', role: 'status', 'aria-live': 'polite' });
     this.root.append(header, this.alertBar, this.bannerNow,
@@ -247,7 +249,7 @@ class MonitorApp {
     let fill = null;
     if (serviceLevel) {
       fill = h('span', { class: 'meter__fill' });
-      const mark = h('span', { class: 'meter__mark', title: `Objective ${pct(OBJECTIVE)}` });
+      const mark = h('span', { class: 'meter__mark', title: T.objective(pct(OBJECTIVE)) });
       mark.style.left = `${OBJECTIVE * 100}%`;
       bar = h('span', { class: 'meter', 'aria-hidden': 'true' }, fill, mark);
       extra.push(bar);
@@ -263,45 +265,45 @@ class MonitorApp {
   buildForecast() {
     this.forecastBody = h('tbody');
     this.forecastNote = h('p', { class: 'forecast__note', id: 'forecast-note' });
-    const heads = ['', 'Arrivals / h', 'Slots', 'Engineers', 'Against online'];
+    const heads = T.forecastHeads;
     const table = h('div', { class: 'table-wrap' },
-      h('table', { class: 'table table--forecast', 'aria-label': 'Staffing forecast', 'aria-describedby': 'forecast-note' },
+      h('table', { class: 'table table--forecast', 'aria-label': T.forecastTitle, 'aria-describedby': 'forecast-note' },
         h('thead', {}, h('tr', {}, heads.map((t) => h('th', { scope: 'col', text: t })))), this.forecastBody));
-    this.forecastPanel = panel('Staffing forecast', h('div', { id: 'forecast' }, table, this.forecastNote), { cls: 'panel--forecast' });
+    this.forecastPanel = panel(T.forecastTitle, h('div', { id: 'forecast' }, table, this.forecastNote), { cls: 'panel--forecast' });
     return this.forecastPanel;
   }
 
   buildBannerForm() {
     this.bannerText = h('textarea', { class: 'input', id: 'banner-text', rows: 3, maxLength: 500,
-      placeholder: 'e.g. Logins are failing for some EU customers; we are on it.' });
+      placeholder: T.bannerPlaceholder });
     this.bannerLink = h('input', { class: 'input', id: 'banner-link', type: 'url', maxLength: 2000,
       placeholder: 'https://status.example.com/incidents/…', autocomplete: 'off' });
     this.bannerError = h('p', { class: 'form-error', role: 'alert', hidden: true });
     this.bannerCurrent = h('div', { class: 'banner-current', id: 'banner-current' });
-    this.bannerPost = h('button', { class: 'btn btn--primary', type: 'submit', text: 'Post banner' });
-    this.bannerClear = h('button', { class: 'btn btn--danger-ghost', type: 'button', text: 'Clear banner',
+    this.bannerPost = h('button', { class: 'btn btn--primary', type: 'submit', text: T.postBanner });
+    this.bannerClear = h('button', { class: 'btn btn--danger-ghost', type: 'button', text: T.clearBanner,
       disabled: true, onclick: () => this.postBanner(null, null) });
     const count = h('span', { class: 'field__hint', text: '0 / 500' });
     this.bannerText.addEventListener('input', () => { count.textContent = `${this.bannerText.value.length} / 500`; });
-    const form = h('form', { class: 'banner-form', 'aria-label': 'Status banner' },
+    const form = h('form', { class: 'banner-form', 'aria-label': T.bannerTitle },
       this.bannerCurrent,
       h('label', { class: 'field' },
-        h('span', { class: 'field__label' }, 'Message to customers ', count), this.bannerText),
+        h('span', { class: 'field__label' }, T.bannerMessage, count), this.bannerText),
       h('label', { class: 'field' },
-        h('span', { class: 'field__label', text: 'Link to your status page (optional)' }), this.bannerLink),
+        h('span', { class: 'field__label', text: T.bannerLink }), this.bannerLink),
       this.bannerError,
       h('div', { class: 'row row--end' }, this.bannerClear, this.bannerPost));
     form.addEventListener('submit', (e) => {
       e.preventDefault();
       const text = this.bannerText.value.trim();
       if (!text) {
-        this.bannerError.textContent = 'Write the message first (or clear the banner).';
+        this.bannerError.textContent = T.bannerEmptyText;
         show(this.bannerError, true);
         return;
       }
       this.postBanner(text, this.bannerLink.value.trim() || null);
     });
-    return panel('Status banner', form, { cls: 'panel--banner' });
+    return panel(T.bannerTitle, form, { cls: 'panel--banner' });
   }
 
   async postBanner(text, link) {
@@ -319,15 +321,15 @@ class MonitorApp {
         this.bannerLink.value = '';
         this.bannerText.dispatchEvent(new Event('input'));
       }
-      this.toast(text ? 'Banner posted: every open widget shows it now.' : 'Banner cleared.');
+      this.toast(text ? T.bannerPosted : T.bannerCleared);
       return;
     }
     if (res.status === 401) {
-      this.loggedOut('Your sign-in has expired. Please sign in again.');
+      this.loggedOut(T.expired);
       return;
     }
     this.renderBanner(this.banner);
-    this.bannerError.textContent = (res.body && res.body.error && res.body.error.message) || 'The banner could not be saved.';
+    this.bannerError.textContent = errorText(T, res.body && res.body.error, T.bannerFailed);
     show(this.bannerError, true);
   }
 
@@ -338,19 +340,20 @@ class MonitorApp {
     this.bannerClear.disabled = !this.banner;
     this.bannerCurrent.classList.toggle('banner-current--up', !!this.banner);
     if (!this.banner) {
-      this.bannerCurrent.append(h('p', { class: 'muted', text: 'No banner: customers see the widget as usual.' }));
+      this.bannerCurrent.append(h('p', { class: 'muted', text: T.noBanner }));
       show(this.bannerNow, false);
       return;
     }
     const link = this.banner.link && /^https?:\/\//.test(this.banner.link)
       ? h('a', { href: this.banner.link, target: '_blank', rel: 'noopener noreferrer', text: this.banner.link })
       : null;
-    const since = this.banner.updated_at ? `since ${clock(Date.parse(this.banner.updated_at))}` : '';
+    const since = this.banner.updated_at ? clock(Date.parse(this.banner.updated_at)) : '';
     this.bannerCurrent.append(
-      h('p', { class: 'banner-current__label', text: `Shown to customers ${since}` }),
+      h('p', { class: 'banner-current__label', text: T.shownSince(since) }),
       h('p', { class: 'banner-current__text', text: this.banner.banner }),
-      link ? h('p', { class: 'banner-current__link' }, link) : null);
-    this.bannerNow.append(h('strong', { text: 'Status banner is up: ' }), this.banner.banner);
+      // (the DOM's own append writes a null as the text "null")
+      ...(link ? [h('p', { class: 'banner-current__link' }, link)] : []));
+    this.bannerNow.append(h('strong', { text: T.bannerUp }), this.banner.banner);
     show(this.bannerNow, true);
   }
 
@@ -376,7 +379,7 @@ class MonitorApp {
     });
     socket.on('connect_error', (err) => {
       this.setConn(false);
-      if (connectErrorCode(err) === 'unauthorized') this.loggedOut('Your sign-in has expired. Please sign in again.');
+      if (connectErrorCode(err) === 'unauthorized') this.loggedOut(T.expired);
       else if (!socket.active) setTimeout(() => socket.connect(), 3000);
     });
     socket.on('queue:update', (p) => this.onQueueUpdate(p));
@@ -391,7 +394,7 @@ class MonitorApp {
 
   renderConn() {
     const ok = this.socketUp && this.pollOk !== false;
-    this.connPill.textContent = ok ? 'Live' : this.pollOk === false ? 'Offline – retrying' : 'Reconnecting…';
+    this.connPill.textContent = ok ? T.live : this.pollOk === false ? T.offlineRetrying : T.reconnecting;
     this.connPill.className = `conn ${ok ? 'conn--up' : 'conn--down'}`;
   }
 
@@ -412,7 +415,7 @@ class MonitorApp {
     this.polling = false;
     if (!this.me || !this.connPill.isConnected) return; // signed out meanwhile
     if (res.status === 401) {
-      this.loggedOut('Your sign-in has expired. Please sign in again.');
+      this.loggedOut(T.expired);
       return;
     }
     if (res.status === 403) {
@@ -448,7 +451,7 @@ class MonitorApp {
     if (level !== mine && Date.parse(stats.now) > this.alertAt) {
       this.onAlert(stats.alert || { level: 'clear', at: stats.now }, !first);
     }
-    this.updated.textContent = `Updated ${clock(Date.parse(stats.now))}`;
+    this.updated.textContent = T.updated(clock(Date.parse(stats.now)));
     if (!this.bannerPost.disabled || first) this.renderBanner(stats.status_banner);
     this.renderKpis();
     this.renderEngineers();
@@ -533,41 +536,37 @@ class MonitorApp {
     const level = this.alert ? this.alert.level : this.queueLength ? 'ok' : 'empty';
     this.alertBar.dataset.level = level;
     let head;
-    if (level === 'breach') head = `Target missed: a customer has waited over ${dur(target)}`;
-    else if (level === 'warning') head = `Warning: a customer has waited over ${dur(warning)}`;
-    else if (level === 'predicted') head = `Heads-up: waits are heading past the ${dur(target)} target (${predictedWhy(this.alert)})`;
-    else if (level === 'ok') head = 'Every waiting customer is within the warning threshold';
-    else head = 'No customers waiting';
+    if (level === 'breach') head = T.headBreach(dur(target));
+    else if (level === 'warning') head = T.headWarning(dur(warning));
+    else if (level === 'predicted') head = T.headPredicted(dur(target), predictedWhy(this.alert));
+    else if (level === 'ok') head = T.headOk;
+    else head = T.headEmpty;
     if (this.alertHead.textContent !== head) this.alertHead.textContent = head;
     const online = this.stats ? (this.stats.engineers_by_status || {}).available || 0 : 0;
     const parts = [];
-    if (this.queueLength) parts.push(`oldest wait ${dur(wait)}`, plural(this.queueLength, 'waiting', 'waiting'));
-    parts.push(`${plural(online, 'engineer', 'engineers')} available`);
-    parts.push(`warning ${dur(warning)} · target ${dur(target)}`);
-    if (this.alert && this.alert.at) parts.push(`since ${clock(Date.parse(this.alert.at))}`);
+    if (this.queueLength) parts.push(T.oldestWaitIs(dur(wait)), T.waitingN(this.queueLength));
+    parts.push(T.availableN(online));
+    parts.push(T.thresholds(dur(warning), dur(target)));
+    if (this.alert && this.alert.at) parts.push(T.since(clock(Date.parse(this.alert.at))));
     this.alertDetail.textContent = parts.join(' · ');
-    const n = this.queueLength ? `(${this.queueLength}) ` : '';
-    const flag = level in LEVEL_TEXT ? `${LEVEL_TEXT[level]} · ` : '';
-    document.title = `${n}${flag}chatd monitor`;
+    document.title = T.titleFlag(this.queueLength, LEVEL_TEXT[level] || '');
   }
 
   renderAlertLog() {
     clear(this.alertList);
     if (!this.alertLog.length) {
-      this.alertList.append(h('li', { class: 'alerts__empty muted', text: 'No alerts since this page opened.' }));
+      this.alertList.append(h('li', { class: 'alerts__empty muted', text: T.noAlerts }));
       return;
     }
     for (const a of this.alertLog) {
-      const waiting = plural(a.queue_length || 0, 'waiting', 'waiting');
+      const waiting = a.queue_length || 0;
       let detail;
       if (a.level === 'clear') {
-        detail = a.from === 'predicted'
-          ? 'the predicted waits are back within the target'
-          : 'the oldest wait is back under the warning threshold';
+        detail = a.from === 'predicted' ? T.clearedPredicted : T.clearedWait;
       } else if (a.level === 'predicted') {
-        detail = `${predictedWhy(a)} (raised at ${dur(a.threshold_seconds)}), oldest wait ${dur(a.oldest_wait_seconds)}, ${waiting}`;
+        detail = T.logPredicted(predictedWhy(a), dur(a.threshold_seconds), dur(a.oldest_wait_seconds), waiting);
       } else {
-        detail = `oldest wait ${dur(a.oldest_wait_seconds)} (threshold ${dur(a.threshold_seconds)}), ${waiting}`;
+        detail = T.logWait(dur(a.oldest_wait_seconds), dur(a.threshold_seconds), waiting);
       }
       this.alertList.append(h('li', { class: `alerts__item alerts__item--${a.level}`, dataset: { level: a.level } },
         h('span', { class: 'alerts__time', text: clock(Date.parse(a.at)) }),
@@ -584,15 +583,15 @@ class MonitorApp {
     const wait = this.oldestWait();
     k.waiting.value.textContent = String(this.queueLength);
     const onOffer = (s.queue.waiting || []).filter((w) => w.state === 'offered').length;
-    k.waiting.sub.textContent = onOffer ? `${onOffer} on offer to an engineer` : this.queueLength ? 'none on offer' : 'queue is empty';
+    k.waiting.sub.textContent = onOffer ? T.onOffer(onOffer) : this.queueLength ? T.noneOnOffer : T.queueEmpty;
     const est = s.estimate || {};
-    k.waiting.more.textContent = `capacity ${est.online_capacity || 0} · avg handle ${dur(est.average_handle_seconds)}`;
+    k.waiting.more.textContent = T.capacityHandle(est.online_capacity || 0, dur(est.average_handle_seconds));
 
     k.oldest.value.textContent = dur(wait);
     k.oldest.el.dataset.level = this.queueLength ? this.waitClass(wait) : 'ok';
-    k.oldest.sub.textContent = `warning ${dur(warning)} · target ${dur(target)}`;
+    k.oldest.sub.textContent = T.thresholds(dur(warning), dur(target));
     const w1 = (s.service_level || {})['1h'] || {};
-    k.oldest.more.textContent = `longest answered 1 h: ${dur(w1.max_wait_seconds)}`;
+    k.oldest.more.textContent = T.longestAnswered(dur(w1.max_wait_seconds));
 
     for (const [card, key] of [[k.sl1h, '1h'], [k.sl24h, '24h']]) {
       const w = (s.service_level || {})[key] || {};
@@ -602,9 +601,9 @@ class MonitorApp {
       card.fill.style.width = `${Math.round((sl || 0) * 100)}%`;
       const counted = (w.answered || 0) + (w.abandoned || 0) - (w.abandoned_short || 0);
       card.sub.textContent = counted
-        ? `${w.answered_within_target} of ${counted} answered within ${dur(w.target_seconds || target)}`
-        : `no chats answered or abandoned yet`;
-      card.more.textContent = `avg wait ${dur(w.average_wait_seconds)} · p90 ${dur(w.p90_wait_seconds)} · abandoned ${pct(w.abandon_rate)} · handle ${dur(w.average_handle_seconds)}`;
+        ? T.answeredWithin(w.answered_within_target, counted, dur(w.target_seconds || target))
+        : T.noChatsYet;
+      card.more.textContent = T.slMore(dur(w.average_wait_seconds), dur(w.p90_wait_seconds), pct(w.abandon_rate), dur(w.average_handle_seconds));
     }
 
     const by = s.engineers_by_status || {};
@@ -615,21 +614,21 @@ class MonitorApp {
       .reduce((a, e) => a + Math.max(0, (e.capacity || 0) - e.load), 0);
     k.engineers.value.textContent = String(by.available || 0);
     k.engineers.el.dataset.level = this.queueLength && !free ? 'warning' : 'ok';
-    k.engineers.sub.textContent = `${by.away || 0} away · ${(s.engineers || []).filter((e) => !e.online).length} offline`;
-    k.engineers.more.textContent = free ? `room for ${plural(free, 'more chat', 'more chats')}` : 'no room for another chat';
+    k.engineers.sub.textContent = T.awayOffline(by.away || 0, (s.engineers || []).filter((e) => !e.online).length);
+    k.engineers.more.textContent = free ? T.roomFor(free) : T.noRoom;
 
     k.active.value.textContent = String(s.sessions_active || 0);
     const load = (s.engineers || []).reduce((a, e) => a + (e.online ? e.load : 0), 0);
-    k.active.sub.textContent = `load ${load} of capacity ${est.online_capacity || 0}`;
+    k.active.sub.textContent = T.loadOf(load, est.online_capacity || 0);
     const cc = s.connected_clients || {};
-    k.active.more.textContent = `${plural(w1.ended || 0, 'chat', 'chats')} ended in the last hour · ${plural(cc.customer || 0, 'widget', 'widgets')} connected`;
+    k.active.more.textContent = T.endedConnected(w1.ended || 0, cc.customer || 0);
   }
 
   renderEngineers() {
     clear(this.engineersBody);
     const rows = this.stats.engineers || [];
     if (!rows.length) {
-      this.engineersBody.append(h('tr', {}, h('td', { colSpan: 6, class: 'empty-row', text: 'No engineer has signed in since the server started.' })));
+      this.engineersBody.append(h('tr', {}, h('td', { colSpan: 6, class: 'empty-row', text: T.noEngineers })));
       return;
     }
     for (const e of rows) {
@@ -640,8 +639,8 @@ class MonitorApp {
         h('td', {}, h('span', { class: 'who' },
           h('span', { class: 'avatar', 'aria-hidden': 'true', text: initials(e.name) }),
           h('span', {}, h('span', { class: 'who__name', text: e.name }),
-            e.role === 'lead' ? h('span', { class: 'who__role', text: 'lead' }) : null))),
-        h('td', {}, h('span', { class: `pill pill--${e.status}`, text: e.status })),
+            e.role === 'lead' ? h('span', { class: 'who__role', text: T.roles.lead }) : null))),
+        h('td', {}, h('span', { class: `pill pill--${e.status}`, text: T.statuses[e.status] || e.status })),
         h('td', { class: 'load' }, e.online
           ? [h('span', { class: 'load__text', text: `${e.load} / ${cap}` }), h('span', { class: 'meter meter--small', 'aria-hidden': 'true' }, fill)]
           : h('span', { class: 'muted', text: '–' })),
@@ -656,7 +655,7 @@ class MonitorApp {
     this.queueCount.textContent = String(waiting.length);
     clear(this.queueBody);
     if (!waiting.length) {
-      this.queueBody.append(h('tr', {}, h('td', { colSpan: 6, class: 'empty-row', text: 'Nobody is waiting.' })));
+      this.queueBody.append(h('tr', {}, h('td', { colSpan: 6, class: 'empty-row', text: T.nobodyWaiting })));
       return;
     }
     const names = new Map((this.stats.engineers || []).map((e) => [e.id, e.name]));
@@ -669,7 +668,7 @@ class MonitorApp {
         h('td', { class: 'topic', text: w.topic }),
         h('td', {}, severityPill(w.severity)),
         h('td', { class: 'wait num', dataset: { since: String(since), wait: 'yes' }, text: dur((this.serverNow() - since) / 1000) }),
-        h('td', { text: w.offered_to ? names.get(w.offered_to) || 'an engineer' : '–' })));
+        h('td', { text: w.offered_to ? names.get(w.offered_to) || T.anEngineer : '–' })));
     }
     this.renderWaitColors();
   }
@@ -685,7 +684,7 @@ class MonitorApp {
     this.sessionsCount.textContent = String(sessions.length);
     clear(this.sessionsBody);
     if (!sessions.length) {
-      this.sessionsBody.append(h('tr', {}, h('td', { colSpan: 5, class: 'empty-row', text: 'No chats in progress.' })));
+      this.sessionsBody.append(h('tr', {}, h('td', { colSpan: 5, class: 'empty-row', text: T.noSessions })));
       return;
     }
     for (const s of sessions) {
@@ -706,9 +705,9 @@ class MonitorApp {
     const item = (label, value, level) => h('div', { class: 'fact', dataset: { level } },
       h('dt', { text: label }), h('dd', { text: String(value || 0) }));
     this.handoffs.append(
-      item('Pending', ho.pending, ho.pending ? 'warning' : 'ok'),
-      item('Failed', ho.failed, ho.failed ? 'breach' : 'ok'),
-      item('Delivered', ho.delivered, 'ok'));
+      item(T.handoffs.pending, ho.pending, ho.pending ? 'warning' : 'ok'),
+      item(T.handoffs.failed, ho.failed, ho.failed ? 'breach' : 'ok'),
+      item(T.handoffs.delivered, ho.delivered, 'ok'));
   }
 
   renderForecast() {
@@ -723,7 +722,7 @@ class MonitorApp {
       const row = h('tr', { dataset: { horizon: key } }, h('th', { scope: 'row', text: label }));
       if (part.arrivals_per_hour == null) {
         row.dataset.level = 'none';
-        row.append(h('td', { colSpan: 4, class: 'muted', text: 'not enough data yet' }));
+        row.append(h('td', { colSpan: 4, class: 'muted', text: T.notEnoughData }));
       } else {
         const { text, level } = this.staffingGap(part.slots, f);
         row.dataset.level = level;
@@ -733,22 +732,22 @@ class MonitorApp {
       this.forecastBody.append(row);
     }
     this.forecastBody.append(h('tr', { dataset: { horizon: 'online' } },
-      h('th', { scope: 'row', text: 'Online' }), num(null), num(f.slots_online), num(f.engineers_online), h('td')));
+      h('th', { scope: 'row', text: T.online }), num(null), num(f.slots_online), num(f.engineers_online), h('td')));
     const model = f.model === 'erlang_a' && f.patience_seconds != null
-      ? `Erlang A with patience ~${mins(f.patience_seconds)}`
-      : 'Erlang C (no customer has given up lately)';
+      ? T.erlangA(mins(f.patience_seconds))
+      : T.erlangC;
     const objective = `${Math.round((f.objective || 0) * 1000) / 10}%`;
-    this.forecastNote.textContent = `${objective} within ${mins(f.target_seconds)}, ${model}; `
-      + `handle time ~${mins(f.handle_seconds)}; engineers at ${plural(f.default_capacity || 1, 'chat', 'chats')} each.`;
+    this.forecastNote.textContent = T.forecastNote(objective, mins(f.target_seconds), model,
+      mins(f.handle_seconds), f.default_capacity || 1);
   }
 
   /** Needed slots against those online, in words (the colour only repeats it). */
   staffingGap(slots, f) {
-    if (slots == null) return { text: 'beyond what the model computes', level: 'short' };
+    if (slots == null) return { text: T.beyondModel, level: 'short' };
     const short = slots - (f.slots_online || 0);
-    if (short <= 0) return { text: short < 0 ? `enough (${-short} spare)` : 'enough', level: 'ok' };
+    if (short <= 0) return { text: short < 0 ? T.enoughSpare(-short) : T.enough, level: 'ok' };
     const engineers = Math.ceil(short / (f.default_capacity || 1));
-    return { text: `${plural(short, 'slot', 'slots')} short (~${plural(engineers, 'engineer', 'engineers')})`, level: 'short' };
+    return { text: T.short(short, engineers), level: 'short' };
   }
 
   setRange(seconds) {
@@ -779,19 +778,21 @@ class MonitorApp {
     const shown = points.filter((p) => p.t >= from - 10);
     const { warning, target } = this.thresholds();
     this.waitChart.setThresholds([
-      { label: 'Warning', value: warning, color: COLORS.warning },
-      { label: 'Target', value: target, color: COLORS.target },
+      { label: T.warning, value: warning, color: COLORS.warning },
+      { label: T.target, value: target, color: COLORS.target },
     ]);
     this.queueChart.update(shown.map((p) => ({ t: p.t, v: p.length })), from, now);
     this.waitChart.update(shown.map((p) => ({ t: p.t, v: p.wait })), from, now);
     const peakLen = Math.max(0, ...shown.map((p) => p.length));
     const peakWait = Math.max(0, ...shown.map((p) => p.wait));
     // After a restart the history is short: say from when it runs.
-    const span = first > now - this.range ? `since ${clock(first * 1000)}` : `last ${RANGES.find((r) => r[1] === this.range)[0]}`;
-    this.queueCaption.textContent = `Now ${this.queueLength} · peak ${peakLen} · ${span}`;
-    this.waitCaption.textContent = `Now ${dur(this.oldestWait())} · peak ${dur(peakWait)} · ${span}`;
+    const span = first > now - this.range ? T.since(clock(first * 1000)) : T.lastRange(RANGES.find((r) => r[1] === this.range)[0]);
+    this.queueCaption.textContent = T.caption(this.queueLength, peakLen, span);
+    this.waitCaption.textContent = T.caption(dur(this.oldestWait()), dur(peakWait), span);
   }
 }
 
+applyLanguage(LANG);
+document.title = T.title;
 const root = document.getElementById('app');
 if (root) new MonitorApp(root).init();

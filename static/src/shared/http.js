@@ -22,6 +22,30 @@ export function uploadFile(url, file, { headers = {}, onProgress, withCredential
   });
 }
 
+/** A random id for one file's upload; its retries send the same one (Upload-Id). */
+export function newUploadId() {
+  const bytes = crypto.getRandomValues(new Uint8Array(16));
+  return Array.from(bytes, (b) => b.toString(16).padStart(2, '0')).join('');
+}
+
+/**
+ * uploadFile with an Upload-Id, sent again with the same id while no answer came back (the
+ * connection failed) or the first attempt is still being stored: the server stores the
+ * file once and answers a retry with the first attempt's attachment and message.
+ */
+export async function uploadFileRetrying(url, file, options = {}, delays = [1000, 3000, 5000]) {
+  const headers = { ...(options.headers || {}), 'Upload-Id': newUploadId() };
+  let res = await uploadFile(url, file, { ...options, headers });
+  for (const ms of delays) {
+    const busy = res.status === 409 && res.body && res.body.error
+      && res.body.error.details && res.body.error.details.reason === 'upload_in_progress';
+    if (res.status !== 0 && !busy) break;
+    await new Promise((resolve) => setTimeout(resolve, ms));
+    res = await uploadFile(url, file, { ...options, headers });
+  }
+  return res;
+}
+
 function parseJson(text) {
   try {
     return JSON.parse(text);

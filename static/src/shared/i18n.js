@@ -186,8 +186,41 @@ export const STRINGS = {
     dialogLabel: 'テクニカルサポートとのチャット',
     messagesLabel: 'メッセージ',
     statusLabel: 'チャットの状態',
+    system: (m) => systemJa(m, {
+      assigned: (e) => `${e} がチャットに参加しました`,
+      transferred: (from, to) => `担当が ${from} から ${to} に代わりました`,
+      requeued: (e) => `${e || 'エンジニア'} との接続が切れました。待ち行列の先頭に戻りましたので、次のエンジニアが対応します。`,
+      ended: {
+        customer_ended: 'チャットを終了しました',
+        engineer_ended: 'エンジニアがチャットを終了しました',
+        cancelled: '待ち行列を離れました',
+        abandoned: 'エンジニアが対応する前に待ち行列を離れました',
+      },
+      phone: (phone) => `電話での対応を依頼しました (${phone})`,
+      screenShare: '画面共有を依頼しました',
+    }),
   },
 };
+
+/**
+ * A system message in Japanese from its `event` (docs/protocol.md#message), with the
+ * sentences of one page (`s`); null when the event is not one it knows (the English body
+ * is shown then).
+ */
+export function systemJa(m, s) {
+  const e = (m && m.event) || {};
+  const name = (ref) => (ref && ref.name) || '';
+  let text = null;
+  if (e.type === 'assigned') text = s.assigned(name(e.engineer));
+  else if (e.type === 'transferred') text = s.transferred(name(e.from) || '—', name(e.to));
+  else if (e.type === 'requeued') text = s.requeued(name(e.engineer));
+  else if (e.type === 'ended') text = s.ended[e.reason] || null;
+  else if (e.type === 'escalation') {
+    text = e.kind === 'phone' ? s.phone(e.phone || '') : e.kind === 'screen_share' ? s.screenShare : null;
+    if (text && e.note) text += `: ${e.note}`;
+  }
+  return text;
+}
 
 export function pickLanguage(explicit) {
   const wanted = [explicit, ...(navigator.languages || [navigator.language])].filter(Boolean);

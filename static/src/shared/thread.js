@@ -12,7 +12,8 @@ export class ThreadView {
    * @param {(msg: object) => boolean} o.isOwn
    * @param {(msg: object) => string} o.senderName
    * @param {(msg: object) => Node} o.renderAttachment
-   * @param {object} o.t                the strings of the page's language
+   * @param {object} o.t                the strings of the page's language (`t.system(msg)`,
+   *                                     when given, says a system message in that language)
    * @param {string} o.lang
    */
   constructor(o) {
@@ -121,7 +122,8 @@ export class ThreadView {
       return h(
         'li',
         { class: 'msg msg--system msg--stored', dataset: { seq: msg.seq } },
-        h('span', { class: 'msg__body', text: msg.body }),
+        // The server writes the sentence in English; `event` lets a page say it in its own.
+        h('span', { class: 'msg__body', text: (t.system && t.system(msg)) || msg.body }),
         ' ',
         time,
       );

@@ -7,7 +7,7 @@ import { STRINGS, pickLanguage, waitText } from '../shared/i18n.js';
 import { formatBytes } from '../shared/text.js';
 import { ThreadView } from '../shared/thread.js';
 import {
-  uploadFile, requestJson, saveBlob, connectErrorCode, call, TRANSIENT,
+  uploadFileRetrying, requestJson, saveBlob, connectErrorCode, call, TRANSIENT,
 } from '../shared/http.js';
 
 const ICON_CHAT = 'M4 4h16a2 2 0 0 1 2 2v10a2 2 0 0 1-2 2H9l-5 4v-4a2 2 0 0 1-2-2V6a2 2 0 0 1 2-2z';
@@ -289,10 +289,11 @@ export class Widget {
           class: 'btn btn--ghost', type: 'button', text: t.cancelWait,
           onclick: () => this.askEnd(),
         })));
-    this.log = h('ol', {
-      class: 'log', id: ids.log, role: 'log', 'aria-live': 'polite', 'aria-label': t.messagesLabel,
-    });
-    this.scroller = h('div', { class: 'scroll' }, this.queueCard, this.log);
+    // The live log is a region around the list: an <ol> given role="log" is no longer a
+    // list, and its <li> messages would belong to none.
+    this.log = h('ol', { class: 'log' });
+    this.scroller = h('div', { class: 'scroll' }, this.queueCard,
+      h('div', { id: ids.log, role: 'log', 'aria-live': 'polite', 'aria-label': t.messagesLabel }, this.log));
     this.thread = new ThreadView({
       list: this.log,
       t,
@@ -852,6 +853,11 @@ export class Widget {
       for (const m of res.messages) {
         if (this.thread.add(m) && m.sender.role !== 'customer') addedOther = true;
       }
+      // Read receipts are stored: after a reload, "Read" shows where it did.
+      if (res.session.read) {
+        this.thread.setRead(res.session.read.engineer);
+        this.readSent = Math.max(this.readSent, res.session.read.customer);
+      }
       this.afterMessagesAdded(addedOther, res.messages.length > 0);
       if (!res.more || res.messages.length === 0) break;
       after = res.messages[res.messages.length - 1].seq;
@@ -1367,7 +1373,7 @@ export class Widget {
     );
     show(this.uploadBox, true);
     const url = this.absolute(`/api/sessions/${encodeURIComponent(this.session.id)}/attachments`);
-    const res = await uploadFile(url, file, {
+    const res = await uploadFileRetrying(url, file, {
       headers: this.authHeaders(),
       onProgress: (f) => (bar.value = f),
     });
