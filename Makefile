@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 PORT   ?= 8080
 STAMP  := $(VENV)/.installed
 
-.PHONY: run test lint bench soak crash-storm clean web browser rt promtool services
+.PHONY: run test lint bench soak crash-storm clean web browser rt promtool services cluster
 
 # The widget, console and demo page: built from static/src by npm + esbuild when missing or
 # older than their sources or the lockfile (static/.built is written by the build).
@@ -58,6 +58,11 @@ run: $(STAMP) web
 	mkdir -p var/demo
 	CHATD_DATABASE_URL=sqlite:///var/demo/demo.db CHATD_UPLOAD_DIR=var/demo/uploads \
 	  CHATD_HANDOFF_FILE_DIR=var/demo/handoff $(BIN)/chatd serve --demo --port $(PORT)
+
+# Three processes on one PostgreSQL desk behind HAProxy, with the demo's accounts in a
+# database of their own (docs/scaling.md#behind-a-load-balancer).
+cluster: $(STAMP) web services
+	BIN=$(BIN) PORT=$(PORT) scripts/cluster.sh
 
 test: $(STAMP) web browser rt promtool services
 	$(BIN)/python -m pytest $(PYTEST_ARGS)

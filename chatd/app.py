@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -29,6 +29,7 @@ from .web.http import (
     setup_routes,
 )
 from .web.monitoring import Monitor, desk_observers, setup_monitoring
+from .web.role import DeskRole, exit_fenced, node_name, standby_middleware
 from .web.sockets import Limits, Sockets
 from .web.transport import TransportLimits, handshake_budget
 from .web.uploads import UPLOADS
@@ -62,8 +63,14 @@ def origin_checker(settings: Settings) -> Any:
 
 
 def create_app(
-    settings: Settings, *, store: Store | None = None, clock: Clock | None = None
+    settings: Settings,
+    *,
+    store: Store | None = None,
+    clock: Clock | None = None,
+    on_lost: Callable[[], None] | None = None,
 ) -> web.Application:
+    """The whole server. ``on_lost`` is what to do once another process has taken the
+    desk's lease from this one (by default: exit, ``chatd.web.role.exit_fenced``)."""
     clock = clock or SystemClock()
     store = store or store_from_url(
         settings.database_url, pool_size=settings.database_pool_size
@@ -110,21 +117,39 @@ def create_app(
     setup_monitoring(app, Monitor(settings, clock, desk, store, metrics, webhook=alert_webhook))
     app.middlewares.insert(0, handshake_budget(clock, settings.handshake_rate_total))
 
-    async def lifecycle(app: web.Application) -> AsyncIterator[None]:
-        await store.open()
+    async def ticket_known(session_id: str, ticket: dict[str, Any]) -> None:
+        await sockets.emitter.emit(await desk.ticket_known(session_id))
+
+    async def lead() -> None:
+        """Run the desk: once this process holds the desk's lease, before it serves."""
         await sockets.emitter.emit(await desk.restore())
         sockets.start()
-
-        async def ticket_known(session_id: str, ticket: dict[str, Any]) -> None:
-            await sockets.emitter.emit(await desk.ticket_known(session_id))
-
         await handoff.start(ticket_known)
         purge.start()  # the process that runs the desk runs the purge
         log.info("chatd ready", extra={"open_sessions": len(desk.open_session_ids())})
+
+    role = DeskRole(
+        store.desk_lease(node_name(), settings.desk_lease_seconds, on_lost or exit_fenced),
+        settings.desk_lease_seconds, standby_possible=store.standby_possible, lead=lead,
+        on_lost=on_lost or exit_fenced,
+    )
+    app[keys.ROLE] = role
+    app.middlewares.insert(0, standby_middleware(role))
+
+    async def lifecycle(app: web.Application) -> AsyncIterator[None]:
+        await store.open()
+        try:
+            await role.start()
+        except BaseException:
+            await store.close()
+            raise
         yield
-        await purge.stop()
-        await handoff.stop()
-        await sockets.stop()
+        await role.stop()
+        if role.term is not None:  # the desk ran here
+            await purge.stop()
+            await handoff.stop()
+            await sockets.stop()
+            await role.release()
         await store.close()
 
     async def on_shutdown(app: web.Application) -> None:

@@ -230,6 +230,7 @@ class Settings:
     listen_backlog: int = setting(4096, _as_int(16, 65535))
     database_url: str = setting("sqlite:///var/chatd.db", _as_db_url)
     database_pool_size: int = setting(10, _as_int(2, 1000))
+    desk_lease_seconds: float = setting(3.0, _as_float(1, 60))
     upload_dir: str = setting("uploads", _as_str)
     widget_secret: str = setting("", _as_str, secret=True)
     allow_guests: bool = setting(False, _as_bool)

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# PostgreSQL and Redis for the tests (docs/scaling.md#tests): when the local servers answer,
-# nothing is done. Otherwise they are installed from Debian's packages if missing and
+# PostgreSQL, Redis and HAProxy for the tests (docs/scaling.md#tests): when the local
+# servers answer, nothing is done. Otherwise they are installed from Debian's packages if missing and
 # started: PostgreSQL's cluster with `pg_ctlcluster`, Redis with `--daemonize yes` and no
 # persistence. A PostgreSQL installed here lets local TCP connections in without a password
 # (trust on 127.0.0.1 and ::1), as the tests' default CHATD_TEST_POSTGRES_URL expects: this
@@ -63,4 +63,13 @@ if ! redis_up; then
     --logfile "" >/dev/null
   wait_for Redis redis_up
   echo "services: Redis started on 127.0.0.1:6379"
+fi
+
+# ------------------------------------------------------------------------------- HAProxy
+# The load balancer of `make cluster` and of the failover tests (deploy/haproxy/): only the
+# program is wanted, not Debian's service, which is stopped and disabled again.
+if ! command -v haproxy >/dev/null; then
+  apt_install haproxy
+  "${run_as_root[@]}" systemctl disable --now haproxy >/dev/null 2>&1 || true
+  echo "services: HAProxy installed"
 fi

@@ -55,6 +55,16 @@ class Unavailable(DeskError):
     code = "unavailable"
 
 
+class Fenced(Unavailable):
+    """This process no longer holds the desk's lease: another process runs the desk now
+    (docs/scaling.md#one-desk-per-database), and nothing more may be written from here."""
+
+
+class DeskTaken(Exception):
+    """Another process runs the desk on this database, and the backend has no standby
+    (SQLite): this one must not start (docs/scaling.md#one-desk-per-database)."""
+
+
 ERROR_CODES: tuple[str, ...] = (
     "bad_request",
     "unauthorized",

@@ -9,7 +9,7 @@ implements it and passes tests/store's contract suite, whose files are cut the s
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -37,6 +37,46 @@ class Lifecycle(Protocol):
     async def ready(self) -> bool:
         """True when the database answers and its schema is current."""
         ...
+
+class DeskLease(Protocol):
+    """Which process runs the desk (docs/design.md#one-desk-per-database). A term is the
+    number of the lease's holding, higher at every change of holder; the holder's writes
+    carry it, and the database refuses them once a later term exists (fencing)."""
+
+    async def acquire(self) -> int | None:
+        """Take the lease if nobody holds it: the term now held, or None. From then on
+        every write of this store checks the term first, and once another process holds
+        the lease the writes are refused (Fenced) and ``on_lost`` is called."""
+        ...
+
+    async def renew(self) -> bool:
+        """Extend the lease; False once another process has taken it."""
+        ...
+
+    async def release(self) -> None:
+        """Give the lease up now (a clean stop), so that a standby takes over at once."""
+        ...
+
+    def describe(self) -> str:
+        """Who holds the lease, for a message (the other process's name, or a lock file)."""
+        ...
+
+
+class LeaseStore(Protocol):
+    def desk_lease(
+        self, node: str, seconds: float, on_lost: Callable[[], None]
+    ) -> DeskLease:
+        """The desk's lease as ``node`` (this process's name) would hold it, for
+        ``seconds`` past each renewal; ``on_lost`` is called when a write finds it has
+        passed to another process."""
+        ...
+
+    @property
+    def standby_possible(self) -> bool:
+        """True when a second process on this database waits as a standby; False when it
+        must refuse to start (SQLite: one process per database file)."""
+        ...
+
 
 class WriteCounters(Protocol):
     """How well writes are grouped into commits (docs/monitoring.md#metrics)."""
@@ -444,7 +484,7 @@ class RetentionStore(Protocol):
 
 
 class Store(
-    Lifecycle, WriteCounters, AccountStore, SessionStore, MessageStore,
+    Lifecycle, LeaseStore, WriteCounters, AccountStore, SessionStore, MessageStore,
     ReadMarkStore, AttachmentStore, OutboxStore, StatsStore, CustomerStore, UploadStore,
     RetentionStore, Protocol,
 ):

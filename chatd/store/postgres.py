@@ -16,7 +16,7 @@ transaction-pooling PgBouncer).
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import TYPE_CHECKING, Any
 
 from ..core.errors import Conflict, SessionClosed
@@ -30,6 +30,7 @@ from ..core.models import (
 )
 from . import versioned_sql
 from .postgres_customers import PostgresCustomers
+from .postgres_lease import PostgresLease
 from .postgres_read_marks import PostgresReadMarks
 from .postgres_records import PostgresRecords, new_outbox
 from .postgres_retention import PostgresRetention
@@ -77,6 +78,15 @@ class PostgresStore(
     def batches(self) -> int:
         """Commits so far, for tests and benchmarks."""
         return self._writer.batches
+
+    # A second process on the same database stands by, and takes over when the lease
+    # holder goes (docs/scaling.md#one-desk-per-database).
+    standby_possible = True
+
+    def desk_lease(
+        self, node: str, seconds: float, on_lost: Callable[[], None]
+    ) -> PostgresLease:
+        return PostgresLease(self._the_pool, self._writer, node, seconds, on_lost)
 
     @property
     def batched_ops(self) -> int:

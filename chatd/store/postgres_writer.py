@@ -28,8 +28,9 @@ import logging
 from collections.abc import Awaitable, Callable, Sequence
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from ..core.errors import Conflict, SessionClosed, Unavailable
+from ..core.errors import Conflict, Fenced, SessionClosed, Unavailable
 from ..core.models import Message, NewMessage
+from .postgres_lease import FENCE
 from .rows import MESSAGE_COLUMNS, dumps, message_from_row
 
 if TYPE_CHECKING:
@@ -152,6 +153,24 @@ class PostgresWriter:
         self._closing = False
         self.batches = 0  # commits so far (tests, benchmarks)
         self.batched_ops = 0  # writes committed so far
+        # The desk lease's term this process's writes carry (None: no check), how long a
+        # transaction of this writer may stay idle, and who is told when it was replaced.
+        self._term: int | None = None
+        self._idle_ms = 0
+        self._conn_idle_ms = 0  # the setting the writer's connection has now
+        self._on_fenced: Callable[[], None] | None = None
+        self._fenced = False
+
+    def fence(self, term: int, seconds: float, on_fenced: Callable[[], None]) -> None:
+        """Check ``term`` first in every later transaction: once another process holds the
+        lease, every write is refused with Fenced and ``on_fenced`` is called (once).
+
+        The writer's transactions may stay idle at most ``seconds`` (PostgreSQL ends them):
+        a process paused inside one cannot hold the lease's row, and so a takeover, for
+        longer."""
+        self._term = term
+        self._idle_ms = max(1000, int(seconds * 1000))
+        self._on_fenced = on_fenced
 
     @property
     def running(self) -> bool:
@@ -171,6 +190,8 @@ class PostgresWriter:
         await self._give_back()
 
     async def write(self, op: AppendOp | Op) -> Any:
+        if self._fenced:
+            raise Fenced("another chatd process runs the desk now; reconnect")
         if self._closing or self._task is None:
             raise Unavailable("the store is closed; try again")
         fut: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
@@ -199,6 +220,10 @@ class PostgresWriter:
         if self._conn is None or self._conn.is_closed():
             await self._give_back()
             self._conn = await self._pool().acquire()
+            self._conn_idle_ms = 0
+        if self._idle_ms != self._conn_idle_ms:
+            await self._conn.execute(f"SET idle_in_transaction_session_timeout = {self._idle_ms}")
+            self._conn_idle_ms = self._idle_ms
         return self._conn
 
     async def _give_back(self) -> None:
@@ -211,7 +236,14 @@ class PostgresWriter:
         try:
             conn = await self._connection()
             async with conn.transaction():
+                if self._term is not None:
+                    await self._check_term(conn)
                 answers = await self._apply(conn, batch)
+        except Fenced as exc:
+            for _, fut in batch:
+                if not fut.done():
+                    fut.set_exception(exc)
+            return
         except Exception as exc:
             if is_connection_error(exc) or len(batch) == 1:
                 if is_connection_error(exc):
@@ -235,6 +267,18 @@ class PostgresWriter:
                 fut.set_exception(error)
             else:
                 fut.set_result(value)
+
+    async def _check_term(self, conn: Conn) -> None:
+        if self._fenced:
+            raise Fenced("another chatd process runs the desk now; reconnect")
+        term = await conn.fetchval(FENCE)
+        if term != self._term:
+            self._fenced = True
+            log.error("the desk's lease has passed to another process: nothing more is"
+                      " written from this one", extra={"term": self._term, "now": term})
+            if self._on_fenced is not None:
+                self._on_fenced()
+            raise Fenced("another chatd process runs the desk now; reconnect")
 
     async def _apply(
         self, conn: Conn, batch: list[Item]

@@ -13,7 +13,7 @@ from __future__ import annotations
 import logging
 import sqlite3 as sqlite3  # importable from here, as the two names below
 import uuid
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 
 import aiosqlite
@@ -32,6 +32,7 @@ from .rows import SESSION_COLUMNS, SESSION_FROM, account_from_row, session_from_
 from .sqlite_attachments import SQLiteAttachments
 from .sqlite_customers import SQLiteCustomers
 from .sqlite_handoff import SQLiteHandoffs
+from .sqlite_lease import FileLease, file_lease
 from .sqlite_messages import OPEN, MessageLog, SQLiteMessages
 from .sqlite_read_marks import SQLiteReadMarks
 from .sqlite_retention import SQLiteRetention
@@ -56,6 +57,13 @@ class SQLiteStore(
 ):
     """The default store. ``path`` is a file, or ``:memory:`` is refused (a reader and a
     writer must share the database)."""
+
+    # One process per database file: a second one refuses to start.
+    standby_possible = False
+
+    def desk_lease(self, node: str, seconds: float, on_lost: Callable[[], None]) -> FileLease:
+        del seconds
+        return file_lease(self.path, node, on_lost)
 
     def __init__(self, path: str | Path, *, synchronous: str = "full") -> None:
         self.path = Path(path)

@@ -362,6 +362,9 @@ async def healthz(request: web.Request) -> web.Response:
 
 
 async def readyz(request: web.Request) -> web.Response:
+    role = request.app.get(keys.ROLE)
+    if role is not None and not role.leading:  # another process runs the desk
+        return web.json_response({"status": "standby"}, status=503)
     if await request.app[keys.STORE].ready():
         return web.json_response({"status": "ready"})
     return web.json_response({"status": "not ready"}, status=503)

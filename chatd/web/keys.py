@@ -13,6 +13,7 @@ from ..core.ports import Store
 from ..core.ratelimit import KeyedLimiter
 
 if TYPE_CHECKING:
+    from .role import DeskRole
     from .sockets import Sockets
 
 SETTINGS = web.AppKey("settings", Settings)
@@ -20,4 +21,5 @@ CLOCK = web.AppKey("clock", Clock)
 STORE = web.AppKey("store", Store)
 DESK = web.AppKey("desk", Desk)
 SOCKETS: web.AppKey[Sockets] = web.AppKey("sockets")
+ROLE: web.AppKey[DeskRole] = web.AppKey("role")
 LOGIN_LIMITER = web.AppKey("login_limiter", KeyedLimiter)

@@ -37,6 +37,7 @@ async def test_backend_implements_every_protocol_method(backend: Backend) -> Non
 # Each port of chatd/core/ports.py and the files of this suite that hold its contract.
 CONTRACT = {
     "Lifecycle": ("conftest.py", "test_contract_durability.py", "test_contract_writes.py"),
+    "LeaseStore": ("test_contract_lease.py",),
     "AccountStore": ("test_contract_engineers.py",),
     "SessionStore": ("test_contract_sessions.py",),
     "MessageStore": ("test_contract_messages.py", "test_contract_writes.py"),

@@ -1,0 +1,76 @@
+"""The widget and the console through the load balancer while the process that runs the
+desk is killed (docs/scaling.md#behind-a-load-balancer): both say they are reconnecting,
+come back through the same address to the process that took over, and the chat goes on
+with nothing lost or doubled."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+from playwright.async_api import Browser, expect
+
+from tests.browser.helpers import (
+    PASSWORD,
+    accept_offer,
+    bodies,
+    customer_says,
+    engineer_says,
+    new_page,
+    request_chat,
+    w,
+)
+from tests.cluster import Cluster, cluster
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture
+def db_backend() -> str:
+    return "postgres"
+
+
+@pytest.fixture
+async def lb(tmp_path: Path, database_url: str) -> AsyncIterator[Cluster]:
+    async with cluster(tmp_path, database_url,
+                       engineers=[("dana@vendor.example", "Dana Engineer")],
+                       password=PASSWORD) as c:
+        yield c
+
+
+async def test_the_chat_goes_on_after_a_failover(lb: Cluster, browser: Browser) -> None:
+    _, console = await new_page(browser, width=1440, height=900)
+    await console.goto(lb.url + "/console/")
+    await console.get_by_label("Email").fill("dana@vendor.example")
+    await console.get_by_label("Password").fill(PASSWORD)
+    await console.get_by_role("button", name="Sign in").click()
+    await expect(console.locator(".conn")).to_have_text("Connected")
+    await console.get_by_role("switch").click()
+    await expect(console.get_by_role("switch")).to_have_attribute("aria-checked", "true")
+
+    _, page = await new_page(browser)
+    await page.goto(lb.url + "/demo/")
+    await request_chat(page, "Carol Customer", "Builds fail")
+    await accept_offer(console, "Carol Customer")
+    await engineer_says(console, "Hi Carol, which pipeline?")
+    await customer_says(page, "The nightly one")
+
+    (await lb.leader()).kill9()
+    await expect(page.locator(w(".banner"))).to_contain_text("Reconnecting…")
+    # Written while no process serves: held by the widget, sent once after the failover.
+    composer = page.locator(w(".composer textarea"))
+    await composer.fill("Sent during the failover")
+    await composer.press("Enter")
+
+    await expect(console.locator(".conn")).to_have_text("Connected", timeout=30_000)
+    await expect(page.locator(w(".banner"))).to_be_hidden(timeout=30_000)
+    pane = console.locator(".pane:not([hidden])")
+    await expect(pane.locator(".msg--other").last).to_contain_text("Sent during the failover")
+    await engineer_says(console, "Still here")
+    await expect(page.locator(w(".msg--other")).last).to_contain_text("Still here")
+    assert await bodies(page, w(".msg--other .msg__body")) == [
+        "Hi Carol, which pipeline?", "Still here",
+    ]
+    assert await pane.locator(".msg--other", has_text="Sent during the failover").count() == 1
+    await expect(page.locator(w(".msg--pending"))).to_have_count(0)
