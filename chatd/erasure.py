@@ -243,9 +243,9 @@ def add_parser(sub: Any) -> None:
                        help="who asked for the erasure (kept in the audit line)")
     erase.add_argument(
         "--force", action="store_true",
-        help="asked to erase a customer with an open chat: still refused here, since the "
-             "command line cannot end a chat a running desk holds; end it in the console, "
-             "or use POST /api/customers/erase with force",
+        help="end the customer's open chats first, as a lead would (only while no chatd "
+             "runs this database: a running desk holds them; then use the console, or "
+             "POST /api/customers/erase with force)",
     )
     export = csub.add_parser("export", help="write everything chatd holds about a customer")
     _who(export)
@@ -286,22 +286,34 @@ async def _erase(
     args: argparse.Namespace, out: IO[str], err: IO[str],
 ) -> int:
     still_open = [s for s in await store.customer_sessions(query) if s.state in OPEN_STATES]
+    lease = None
     if still_open:
         ids = ", ".join(s.id for s in still_open)
-        if args.force:
-            # The desk of a running server holds an open chat in memory: changing it here
-            # behind its back would leave both sides in a chat the database calls ended.
+        if not args.force:
             raise Conflict(
-                f"the customer has an open chat ({ids}); the command line cannot end a chat "
-                "that a running desk holds: end it in the console, or erase through "
-                "POST /api/customers/erase with force, which ends it through the desk"
+                f"the customer has an open chat ({ids}); end it first, or give --force to"
+                " end it here (with chatd stopped), or erase through"
+                " POST /api/customers/erase with force"
             )
-        raise Conflict(
-            f"the customer has an open chat ({ids}); end it first, or erase through "
-            "POST /api/customers/erase with force"
-        )
-    report = await erase_customer(store, settings, clock, query,
-                                  requested_by=args.by, via="cli")
+        # The desk's lease says whether a chatd runs this database: one that does holds
+        # the chat in memory, and only its desk may end it. Held until the erasure is
+        # done, so that no chatd starts meanwhile.
+        lease = store.desk_lease(f"chatd customer erase:{os.getpid()}",
+                                 settings.desk_lease_seconds, lambda: None)
+        if await lease.acquire() is None:
+            raise Conflict(
+                f"the customer has an open chat ({ids}) and a running chatd holds it: end it"
+                " in the console, or erase through POST /api/customers/erase with force,"
+                " which ends it through that desk"
+            )
+    try:
+        if still_open:
+            await _end_open_chats(store, settings, clock, [s.id for s in still_open], args.by)
+        report = await erase_customer(store, settings, clock, query,
+                                      requested_by=args.by, via="cli")
+    finally:
+        if lease is not None:
+            await lease.release()
     e = report.erased.erasure
     print(f"erased {e.chats} chats, {e.messages} messages, {e.files} files "
           f"({report.files_removed} files and {report.transcripts_removed} transcripts "
@@ -317,6 +329,25 @@ async def _erase(
               + ", ".join(report.failed), file=err)
         return 1
     return 0
+
+
+async def _end_open_chats(
+    store: Store, settings: Settings, clock: Clock, session_ids: list[str], by: str
+) -> None:
+    """End the chats through a desk of this process's own, as a lead named ``by`` would
+    from the console (system message, transcript, handoff), while this process holds the
+    desk's lease: no chatd runs this database meanwhile."""
+    from .config import derive
+    from .core.desk import Desk, DeskSettings
+    from .core.errors import NotFound, SessionClosed
+    from .core.models import Engineer, Role
+
+    desk = Desk(store, clock, derive(settings, DeskSettings, via="desk"))
+    await desk.restore()
+    lead = Engineer(id=f"erasure:{by}", email=by, name=by, role=Role.LEAD)
+    for session_id in session_ids:
+        with contextlib.suppress(SessionClosed, NotFound):  # ended meanwhile
+            await desk.end(lead, session_id, "ended to erase the customer's data")
 
 
 async def _export(

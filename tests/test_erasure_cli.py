@@ -140,30 +140,36 @@ async def test_erase_by_email_removes_a_guests_chats_files_and_transcripts(
     assert again.returncode == 1 and "no chat of this customer" in again.stderr
 
 
-async def test_erase_by_id_is_refused_while_a_chat_is_open_even_with_force(
+async def test_an_open_chat_is_ended_with_force_only_when_no_chatd_holds_it(
     desk: Desk, db_backend: str,
 ) -> None:
     old = await desk.chat(SIGNED, 1, [b"old log\n"])
     live = await desk.chat(SIGNED, 2, [b"live log\n"], close=False)
     before = files_of(desk.uploads)
-    for force in ((), ("--force",)):
-        r = await desk.cli("erase", "cust-42", "--by", "dpo", *force)
-        assert r.returncode == 1
-        assert f"open chat ({live})" in r.stderr, r.stderr
-        if force:
-            assert "cannot end a chat that a running desk holds" in r.stderr
+    r = await desk.cli("erase", "cust-42", "--by", "dpo")
+    assert r.returncode == 1
+    assert f"open chat ({live})" in r.stderr and "--force" in r.stderr, r.stderr
+
+    # A running chatd (here this process, holding the desk's lease) holds the open chat in
+    # memory: only its desk may end it, so even --force is refused and nothing changes.
+    lease = desk.store.desk_lease("a running chatd", 30, lambda: None)
+    assert await lease.acquire() is not None
+    r = await desk.cli("erase", "cust-42", "--by", "dpo", "--force")
+    assert r.returncode == 1
+    assert "a running chatd holds it" in r.stderr, r.stderr
     assert files_of(desk.uploads) == before
     assert len(await desk.store.messages_after(old, 0, 100)) == 2
     assert await desk.store.list_erasures() == []
+    await lease.release()
 
-    at = T0 + 50
-    session = await desk.store.get_session(live)
-    assert session is not None
-    await desk.store.end_session(ended(session, at), end_note(live, ts=at), [])
-    r = await desk.cli("erase", "cust-42", "--by", "dpo")
+    # With no chatd running, --force ends the chat as a lead would, then erases it all.
+    r = await desk.cli("erase", "cust-42", "--by", "dpo", "--force")
     assert r.returncode == 0, r.stderr
+    assert "erased 2 chats" in r.stdout, r.stdout
     assert files_of(desk.uploads) == set()
     assert await desk.store.customer_sessions(CustomerQuery(customer_id="cust-42")) == []
+    [audit] = await desk.store.list_erasures()
+    assert audit.chats == 2 and audit.requested_by == "dpo"
 
 
 async def test_bad_requests_are_refused_and_change_nothing(desk: Desk, db_backend: str) -> None:
