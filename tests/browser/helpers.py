@@ -179,10 +179,18 @@ AXE_RUN = """async () => {
 }"""
 
 
+# Finite animations still running (an offer card's fade-in, in the widget's shadow tree too):
+# colours read in the middle of one are neither the start's nor the end's.
+ANIMATING = """() => document.getAnimations().some(
+  (a) => a.playState === 'running' && a.effect && a.effect.getTiming().iterations !== Infinity)"""
+
+
 async def axe_violations(page: Page, impacts: tuple[str, ...] = ("serious", "critical")) -> str:
-    """The page's WCAG 2.1 A/AA violations of these impacts, one line per element ('' if none)."""
+    """The page's WCAG 2.1 A/AA violations of these impacts, one line per element ('' if none),
+    once its finite animations have ended (what a reader sees, not a frame of a fade)."""
     if not await page.evaluate("() => typeof window.axe === 'object'"):
         await page.add_script_tag(path=str(AXE))
+    await page.wait_for_function(f"() => !({ANIMATING})()", timeout=TIMEOUT_MS)
     found = await page.evaluate(AXE_RUN)
     lines = []
     for v in found:
