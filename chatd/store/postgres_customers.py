@@ -13,7 +13,6 @@ import json
 from typing import TYPE_CHECKING
 
 from ..core.erasure import CustomerQuery, Erased, Erasure
-from ..core.errors import Conflict, NotFound
 from ..core.models import Session
 from .postgres_records import PostgresBase
 from .postgres_writer import OPEN
@@ -22,6 +21,7 @@ from .rows import (
     SESSION_COLUMNS,
     SESSION_FROM,
     customer_where,
+    erasable,
     erasure_from_row,
     session_from_row,
 )
@@ -62,16 +62,7 @@ async def _erase(conn: Conn, query: CustomerQuery, erasure: Erasure) -> Erased:
         " FOR UPDATE",
         arg,
     )
-    if not chats:
-        raise NotFound("no chat of this customer is stored")
-    still_open = [row[0] for row in chats if row[1] in OPEN]
-    if still_open:
-        raise Conflict(
-            "the customer has an open chat; end it first (or erase with force)",
-            open_sessions=still_open,
-        )
-    ids = [row[0] for row in chats]
-    tickets = [json.loads(row[2]) for row in chats if row[2]]
+    ids, tickets = erasable(chats, OPEN)
     messages = int(await conn.fetchval(
         "SELECT COUNT(*) FROM messages WHERE session_id = ANY($1::text[])", ids
     ))

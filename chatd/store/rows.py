@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from ..core.erasure import CustomerQuery, Erasure
-from ..core.errors import Conflict, SessionClosed, TooLarge
+from ..core.errors import Conflict, NotFound, SessionClosed, TooLarge
 from ..core.models import (
     Customer,
     EndReason,
@@ -213,6 +213,23 @@ def customer_where(query: CustomerQuery, param: str, alias: str = "") -> tuple[s
         return f"{alias}customer_id = {param}", query.customer_id
     assert query.email is not None
     return f"lower({alias}customer_email) = lower({param})", query.email
+
+
+def erasable(chats: Sequence[Sequence[Any]], open_states: Sequence[str]) -> tuple[
+    list[str], list[Any]
+]:
+    """A customer's chats as ``(id, state, ticket)`` rows, checked before an erasure
+    changes anything: their ids and tickets; NotFound without any, Conflict while one is
+    open (``details.open_sessions``)."""
+    if not chats:
+        raise NotFound("no chat of this customer is stored")
+    still_open = [row[0] for row in chats if row[1] in open_states]
+    if still_open:
+        raise Conflict(
+            "the customer has an open chat; end it first (or erase with force)",
+            open_sessions=still_open,
+        )
+    return [row[0] for row in chats], [json.loads(row[2]) for row in chats if row[2]]
 
 
 def erasure_from_row(r: Sequence[Any]) -> Erasure:

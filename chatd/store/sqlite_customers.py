@@ -12,13 +12,13 @@ import json
 import sqlite3
 
 from ..core.erasure import CustomerQuery, Erased, Erasure
-from ..core.errors import Conflict, NotFound
 from ..core.models import Session
 from .rows import (
     ERASURE_COLUMNS,
     SESSION_COLUMNS,
     SESSION_FROM,
     customer_where,
+    erasable,
     erasure_from_row,
     session_from_row,
 )
@@ -64,16 +64,7 @@ def _erase(c: sqlite3.Connection, query: CustomerQuery, erasure: Erasure) -> Era
     chats = c.execute(
         f"SELECT id, state, ticket FROM sessions WHERE {where} ORDER BY created_at", (arg,)
     ).fetchall()
-    if not chats:
-        raise NotFound("no chat of this customer is stored")
-    still_open = [row[0] for row in chats if row[1] in OPEN]
-    if still_open:
-        raise Conflict(
-            "the customer has an open chat; end it first (or erase with force)",
-            open_sessions=still_open,
-        )
-    ids = [row[0] for row in chats]
-    tickets = [json.loads(row[2]) for row in chats if row[2]]
+    ids, tickets = erasable(chats, OPEN)
     messages = files = handoffs = undelivered = 0
     names: list[str] = []
     for i in range(0, len(ids), CHUNK):

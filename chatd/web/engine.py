@@ -104,21 +104,10 @@ class EngineSocket(engineio.async_socket.AsyncSocket):  # type: ignore[misc]
             # session's writer task for it. A broadcast to thousands (the queue board) then
             # costs a frame each, not a task switch each; the order is kept, since the
             # writer has written everything queued before.
-            ws, transport = self.ws, self._transport
-            assert ws is not None and transport is not None
-            if not ws.compress:
-                # The frame's bytes are the same for every recipient (a server's frames
-                # are not masked): built once per packet, written as they are.
-                transport.write(ws_frame(pkt))
-                return
-            data = pkt.encode()
-            try:
-                if isinstance(data, str):
-                    await ws.send_str(data)
-                else:
-                    await ws.send_bytes(data)
-            except (OSError, RuntimeError):
-                pass  # the connection is gone; its reader sees it too
+            # The frame's bytes are the same for every recipient (a server's frames are
+            # not masked, chatd's not compressed): built once per packet, written as is.
+            assert self._transport is not None
+            self._transport.write(ws_frame(pkt))
             return
         if self.queued and self.queued + size > self.server.limits.send_queue_max_bytes:
             self.refuse(WSCloseCode.POLICY_VIOLATION, "the client does not read", abort=True)
@@ -132,7 +121,7 @@ class EngineSocket(engineio.async_socket.AsyncSocket):  # type: ignore[misc]
         return (
             self.upgraded and not self.upgrading and not self.closed
             and ws is not None and transport is not None and not ws.closed
-            and not transport.is_closing()
+            and not ws.compress and not transport.is_closing()
             and self.queue.empty()
             and transport.get_write_buffer_size() < DIRECT_WRITE_MAX
             and not (self.last_ping
