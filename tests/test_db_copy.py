@@ -34,7 +34,7 @@ pytestmark = pytest.mark.slow
 PASSWORD = "correct horse battery"
 TABLES = {
     "engineers", "engineer_tokens", "sessions", "messages", "attachments", "handoffs",
-    "status_banner", "read_marks", "erasures",
+    "status_banner", "read_marks", "erasures", "engineer_status",
 }
 # Each table's primary key: rows are compared in its order.
 KEYS = {
@@ -46,6 +46,7 @@ KEYS = {
     "attachments": ("id",),
     "handoffs": ("id",),
     "status_banner": ("id",),
+    "engineer_status": ("engineer_id",),
     "erasures": ("id",),
 }
 NOTES = b"Steps:\n1. open the app\n2. it crashes\n"

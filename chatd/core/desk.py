@@ -95,6 +95,8 @@ class Desk:
         self._offers: dict[str, Offer] = {}
         self._declined: dict[str, set[str]] = {}
         self._engineers: dict[str, Presence] = {}
+        # Statuses stored before a restart, taken by each engineer as they reconnect.
+        self._statuses: dict[str, tuple[str, int]] = {}
         self._customer_conns: dict[str, int] = {}
         self._customer_gone: dict[str, float] = {}
         # Each customer's open chat, to refuse a second one without a scan of every chat
@@ -141,6 +143,7 @@ class Desk:
         async with self._lock:
             now = self.clock.now()
             self._arrival_seq = await self.store.next_arrival_seq()
+            self._statuses = await self.store.engineer_statuses()
             for t in reversed(
                 await self.store.recent_handle_times(now - 86_400, self.settings.handle_history)
             ):
@@ -383,6 +386,10 @@ class Desk:
         self.view.changed()
         return p.to_wire()
 
+    def presence_wire(self, engineer: Engineer) -> dict[str, Any]:
+        """An engineer's presence as ``engineer_connected`` answers it."""
+        return self._presence(engineer, self.clock.now()).to_wire()
+
     async def engineer_disconnected(self, engineer_id: str) -> Effects:
         async with self._lock:
             p = self._engineers.get(engineer_id)
@@ -419,6 +426,7 @@ class Desk:
             fx: Effects = []
             if (away := p.set_status(status, now)) is not None and p.online:
                 self.observed.came_back(away)
+            await self.store.save_engineer_status(engineer.id, p.status.value, p.capacity, now)
             if status is EngineerStatus.AWAY:
                 for sid in list(p.offers):
                     self.offer_book.revoke(sid, "engineer_away", fx)
@@ -609,6 +617,10 @@ class Desk:
                 capacity=self.settings.default_capacity,
                 last_assigned_at=now,
             )
+            if (saved := self._statuses.pop(engineer.id, None)) is not None:
+                # As set before a restart or a takeover: connected, they stay available.
+                p.status = EngineerStatus(saved[0])
+                p.capacity = min(saved[1], self.settings.max_capacity)
             self._engineers[engineer.id] = p
         return p
 

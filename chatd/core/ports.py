@@ -362,8 +362,22 @@ class ReadMarkStore(Protocol):
         ...
 
 
-class DeskStore(SessionStore, MessageStore, ReadMarkStore, Protocol):
-    """What the desk uses: sessions, messages and read marks."""
+class EngineerStatusStore(Protocol):
+    """Each engineer's status and capacity as last set, kept across restarts and takeovers
+    (docs/design.md#several-processes)."""
+
+    async def save_engineer_status(
+        self, engineer_id: str, status: str, capacity: int, now: float
+    ) -> None:
+        ...
+
+    async def engineer_statuses(self) -> dict[str, tuple[str, int]]:
+        """``{engineer_id: (status, capacity)}`` for every engineer that set one."""
+        ...
+
+
+class DeskStore(SessionStore, MessageStore, ReadMarkStore, EngineerStatusStore, Protocol):
+    """What the desk uses: sessions, messages, read marks and engineers' statuses."""
 
 
 
@@ -485,7 +499,7 @@ class RetentionStore(Protocol):
 
 class Store(
     Lifecycle, LeaseStore, WriteCounters, AccountStore, SessionStore, MessageStore,
-    ReadMarkStore, AttachmentStore, OutboxStore, StatsStore, CustomerStore, UploadStore,
-    RetentionStore, Protocol,
+    ReadMarkStore, EngineerStatusStore, AttachmentStore, OutboxStore, StatsStore,
+    CustomerStore, UploadStore, RetentionStore, Protocol,
 ):
     """Every port: what a backend implements."""

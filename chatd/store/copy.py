@@ -92,6 +92,7 @@ TABLES: tuple[Table, ...] = (
         "delivered_at", "requeued_at", "ticket",
     )),
     Table("status_banner", ("id", "text", "link", "updated_at", "updated_by")),
+    Table("engineer_status", ("engineer_id", "status", "capacity", "updated_at")),
     Table("erasures", (
         "id", "erased_at", "requested_by", "via", "subject_hash", "chats", "messages",
         "files", "handoffs",

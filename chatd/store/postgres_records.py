@@ -397,3 +397,24 @@ class PostgresRecords(PostgresBase):
             )
 
         await self._write(op)
+
+    async def save_engineer_status(
+        self, engineer_id: str, status: str, capacity: int, now: float
+    ) -> None:
+        async def op(conn: Conn) -> None:
+            await conn.execute(
+                "INSERT INTO engineer_status (engineer_id, status, capacity, updated_at)"
+                " VALUES ($1, $2, $3, $4) ON CONFLICT (engineer_id) DO UPDATE SET"
+                " status = excluded.status, capacity = excluded.capacity,"
+                " updated_at = excluded.updated_at",
+                engineer_id, status, capacity, now,
+            )
+
+        await self._write(op)
+
+    async def engineer_statuses(self) -> dict[str, tuple[str, int]]:
+        async def read(conn: Conn) -> dict[str, tuple[str, int]]:
+            rows = await conn.fetch("SELECT engineer_id, status, capacity FROM engineer_status")
+            return {str(r[0]): (str(r[1]), int(r[2])) for r in rows}
+
+        return await self._read(read)

@@ -46,3 +46,21 @@ class SQLiteStats(SQLiteBase):
             )
 
         await self._write(op)
+
+    async def save_engineer_status(
+        self, engineer_id: str, status: str, capacity: int, now: float
+    ) -> None:
+        async def op(conn: WriteConnection) -> None:
+            await conn.execute(
+                "INSERT INTO engineer_status (engineer_id, status, capacity, updated_at)"
+                " VALUES (?, ?, ?, ?) ON CONFLICT (engineer_id) DO UPDATE SET"
+                " status = excluded.status, capacity = excluded.capacity,"
+                " updated_at = excluded.updated_at",
+                (engineer_id, status, capacity, now),
+            )
+
+        await self._write(op)
+
+    async def engineer_statuses(self) -> dict[str, tuple[str, int]]:
+        rows = await self._all("SELECT engineer_id, status, capacity FROM engineer_status")
+        return {str(r[0]): (str(r[1]), int(r[2])) for r in rows}

@@ -10,7 +10,7 @@ import pytest
 from chatd.core.clock import FakeClock
 from chatd.core.desk import Desk
 from chatd.core.errors import Conflict
-from chatd.core.models import Engineer, SessionState
+from chatd.core.models import Engineer, EngineerStatus, SessionState
 from chatd.store.sqlite import SQLiteStore
 from tests.core.helpers import (
     OBSERVER,
@@ -215,3 +215,25 @@ async def test_estimates_after_restart_use_stored_handle_times(
         assert new.desk.observed.handle == [90]
     finally:
         await new.store.close()
+
+
+async def test_an_engineer_comes_back_as_they_left_after_a_restart(
+    before: Before, restarted: Floor
+) -> None:
+    """Available with a capacity of 2 before the restart (or a takeover): their console
+    reconnects and they are offered chats without setting anything again."""
+    alex = before.alex
+    me = restarted.desk.engineer_connected(alex)
+    assert (me["status"], me["capacity"]) == ("available", 2)
+    offers = restarted.desk.snapshot(alex)["me"]["offers"]
+    assert offers == 0  # offered only at the next match, below
+    fx = await restarted.desk.tick()
+    assert [f.payload["session_id"] for f in fx if f.event == "offer:new"] == [before.offered]
+    # One who went away before the restart stays away.
+    bea = Engineer("bea", "bea@vendor.example", "Bea", alex.role)
+    await restarted.desk.set_status(bea, EngineerStatus.AWAY, 1)
+    again = await restart(restarted.store, restarted.clock, restarted.store.path.parent)
+    try:
+        assert again.desk.engineer_connected(bea)["status"] == "away"
+    finally:
+        await again.store.close()

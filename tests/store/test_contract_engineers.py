@@ -155,3 +155,13 @@ async def test_live_tokens_is_exactly_the_live_subset_beyond_500(backend: Backen
     # Agrees with engineer_for_token one by one.
     for h in ("live-0", "live-619", "expired-0", "revoked-0", "bob-0", "unknown-0"):
         assert (await s.engineer_for_token(h, now) is not None) == (h in live)
+
+
+async def test_an_engineers_status_is_kept_and_the_last_one_wins(backend: Backend) -> None:
+    """What the next process to run the desk finds (docs/design.md#several-processes)."""
+    s = backend.store
+    assert await s.engineer_statuses() == {}
+    await s.save_engineer_status("e-1", "available", 3, T0)
+    await s.save_engineer_status("e-2", "away", 1, T0)
+    await s.save_engineer_status("e-1", "away", 5, T0 + 1)
+    assert await s.engineer_statuses() == {"e-1": ("away", 5), "e-2": ("away", 1)}

@@ -39,6 +39,7 @@ CONTRACT = {
     "Lifecycle": ("conftest.py", "test_contract_durability.py", "test_contract_writes.py"),
     "LeaseStore": ("test_contract_lease.py",),
     "AccountStore": ("test_contract_engineers.py",),
+    "EngineerStatusStore": ("test_contract_engineers.py",),
     "SessionStore": ("test_contract_sessions.py",),
     "MessageStore": ("test_contract_messages.py", "test_contract_writes.py"),
     "ReadMarkStore": ("test_contract_receipts.py",),
