@@ -5,6 +5,12 @@ several apps in one process. Counters and histograms are fed as things happen: t
 through the ``DeskObserver`` protocol, the handoff worker through its ``HandoffMetrics``
 listener, uploads by a middleware. Gauges of the live desk are read when Prometheus
 scrapes, so they are never stale. No metric carries a per-customer or per-session label.
+
+With several processes on one desk (docs/monitoring.md#several-processes) only the one that
+runs the desk knows the desk: the families of DESK_FAMILIES are exported by that process
+alone (elsewhere they would be an empty or stale copy, and sums over instances would be
+wrong), every process exports its own process-level families, and ``chatd_desk_leader``
+says which process leads.
 """
 
 from __future__ import annotations
@@ -48,9 +54,25 @@ ALERT_LEVELS = ("predicted", "warning", "breach", "clear")
 ENGINEER_STATUSES = ("available", "away")
 NAMESPACES = ("customer", "engineer")
 UPLOAD_ROUTE = "/api/sessions/{session_id}/attachments"
+# The families (as the client names them: counters without ``_total``) that describe the
+# desk: its gauges, the counters and histograms the desk and its handoff worker feed, and
+# the settings the rules compare the waits with. Only the process running the desk exports
+# them; the table of docs/monitoring.md#several-processes says the same per family.
+DESK_FAMILIES = frozenset({
+    "chatd_queue_wait_seconds", "chatd_abandon_wait_seconds",
+    "chatd_queue_length", "chatd_queue_oldest_wait_seconds",
+    "chatd_queue_wait_target_seconds", "chatd_queue_wait_warning_seconds",
+    "chatd_engineers", "chatd_engineer_capacity",
+    "chatd_forecast_slots_needed", "chatd_forecast_engineers_needed",
+    "chatd_forecast_arrivals_per_hour",
+    "chatd_sessions_active", "chatd_sessions_requested", "chatd_sessions",
+    "chatd_offers", "chatd_messages", "chatd_queue_alerts",
+    "chatd_handoffs", "chatd_handoff_pending",
+})
 
 LiveSource = Callable[[], LiveDesk]
 ClientCounts = Callable[[], Mapping[str, int]]
+Leading = Callable[[], bool]
 
 
 class HandoffInstruments:
@@ -156,6 +178,40 @@ class LiveCollector:
         return list(f.values())
 
 
+class LeaderCollector:
+    """``chatd_desk_leader``: 1 on the process that runs the desk, 0 on the others."""
+
+    def __init__(self, leading: Leading) -> None:
+        self.leading = leading
+
+    def _family(self) -> GaugeMetricFamily:
+        return GaugeMetricFamily(
+            "chatd_desk_leader",
+            "1 on the process that runs the desk (and exports its metrics), 0 elsewhere.")
+
+    def describe(self) -> Iterable[Metric]:
+        return [self._family()]
+
+    def collect(self) -> Iterable[Metric]:
+        family = self._family()
+        family.add_metric([], 1 if self.leading() else 0)
+        return [family]
+
+
+class Exported:
+    """What ``/metrics`` shows: the registry, less DESK_FAMILIES on a process that does not
+    run the desk (``leading`` is read once per scrape, so one scrape is consistent)."""
+
+    def __init__(self, registry: CollectorRegistry, leading: bool) -> None:
+        self.registry = registry
+        self.leading = leading
+
+    def collect(self) -> Iterable[Metric]:
+        for family in self.registry.collect():
+            if self.leading or family.name not in DESK_FAMILIES:
+                yield family
+
+
 class StoreCollector:
     """The store's commit counters, read at scrape time."""
 
@@ -246,6 +302,8 @@ class Metrics:
         ProcessCollector(registry=r)
         PlatformCollector(registry=r)
         self._live: LiveCollector | None = None
+        self._leading: Leading = _always
+        r.register(LeaderCollector(lambda: self._leading()))
 
     def watch(self, live: LiveSource, clients: ClientCounts, *, target: float,
               warning: float) -> None:
@@ -259,8 +317,14 @@ class Metrics:
         """Read the store's (commits, writes) at every scrape."""
         self.registry.register(StoreCollector(counts))
 
+    def watch_leading(self, leading: Leading) -> None:
+        """Whether this process runs the desk, asked at every scrape; until this is called,
+        it does (one process)."""
+        self._leading = leading
+
     def render(self) -> bytes:
-        return generate_latest(self.registry)
+        """The text of ``/metrics``: without the desk's families unless this process leads."""
+        return generate_latest(Exported(self.registry, self._leading()))
 
     # ------------------------------------------------------------------ DeskObserver
 
@@ -330,6 +394,10 @@ class Metrics:
             return response
 
         return middleware
+
+
+def _always() -> bool:
+    return True
 
 
 def _upload_result(status: int) -> str:

@@ -4,6 +4,10 @@
 ``Monitor`` owns what monitoring keeps between requests: the registry of this app, the
 queue history for the monitor's charts (sampled every ``sample_interval`` seconds), the
 status banner in force, and the background tasks that feed them.
+
+``/metrics`` exports the desk's families only while this process runs the desk (holds the
+desk's lease, ``app[keys.ROLE].leading``); every process exports its own process-level
+ones (docs/monitoring.md#several-processes).
 """
 
 from __future__ import annotations
@@ -184,6 +188,13 @@ def _clients(app: web.Application) -> dict[str, int]:
     return {CUSTOMER_NS: len(sockets.customers.conns), ENGINEER_NS: len(sockets.engineers.conns)}
 
 
+def _leading(app: web.Application) -> bool:
+    """Whether this process runs the desk now (holds the desk's lease), and so exports the
+    desk's metrics; an app without a desk role is a single process, which always does."""
+    role = app.get(keys.ROLE)
+    return role is None or role.leading
+
+
 async def _lead(request: web.Request) -> Engineer:
     engineer, _ = await current_engineer(request)
     if not engineer.is_lead:
@@ -253,6 +264,7 @@ def setup_monitoring(app: web.Application, monitor: Monitor) -> None:
         target=monitor.settings.wait_target_seconds,
         warning=monitor.settings.wait_warning_seconds,
     )
+    monitor.metrics.watch_leading(lambda: _leading(app))
     app.router.add_get("/metrics", metrics_view)
     app.router.add_get("/api/stats", stats_view)
     app.router.add_get("/api/status", status_view)
