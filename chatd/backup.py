@@ -80,18 +80,24 @@ class Outcome:
     # Files the database refers to that were not in the upload folder, or not as recorded.
     missing: list[str] = field(default_factory=list)
     altered: list[str] = field(default_factory=list)
+    # With an object store: files the database refers to that only the bucket holds (not
+    # copied: the bucket is backed up by its own means, docs/attachments.md#object-store).
+    in_object_store: int = 0
 
 
 # ---------------------------------------------------------------------- backup
 
 
 def backup(
-    database_url: str, upload_dir: Path, handoff_dir: Path | None, target: Path
+    database_url: str, upload_dir: Path, handoff_dir: Path | None, target: Path, *,
+    object_store: bool = False,
 ) -> Outcome:
     """Back up the SQLite database at ``database_url``, running or not, with the files in
     ``upload_dir`` and ``handoff_dir`` (when given and present), into the new directory
-    ``target``. Raises Refused, having written nothing, when the database is PostgreSQL or
-    missing, or ``target`` exists and is not an empty directory."""
+    ``target``. With ``object_store``, files not in ``upload_dir`` are taken to be in the
+    object store (counted, not reported missing). Raises Refused, having written nothing,
+    when the database is PostgreSQL or missing, or ``target`` exists and is not an empty
+    directory."""
     db = _sqlite_file(database_url)
     if not db.is_file():
         raise Refused(f"no database at {db}")
@@ -105,6 +111,8 @@ def backup(
         out = Outcome(path=target)
         referenced = _snapshot(db, work / DATABASE, out)
         files = _copy_uploads(upload_dir, work / UPLOADS, referenced, out)
+        if object_store:
+            out.in_object_store, out.missing = len(out.missing), []
         if handoff_dir is not None and handoff_dir.is_dir():
             files.update(_copy_tree(handoff_dir, work / HANDOFF, HANDOFF, out))
         manifest = {
@@ -117,6 +125,7 @@ def backup(
             "messages": out.messages,
             "files": files,
             "missing": out.missing,
+            "in_object_store": out.in_object_store,
             "altered": out.altered,
         }
         _write_file(work / MANIFEST, json.dumps(manifest, indent=1).encode())
@@ -575,7 +584,8 @@ def run(settings: Settings, args: argparse.Namespace, stdout: TextIO = sys.stdou
     uploads = Path(settings.upload_dir)
     try:
         if args.command == "backup":
-            out = backup(settings.database_url, uploads, handoff, Path(args.path))
+            out = backup(settings.database_url, uploads, handoff, Path(args.path),
+                         object_store=bool(settings.s3_url))
         else:
             out = restore(Path(args.path), settings.database_url, uploads, handoff,
                           force=args.force)
@@ -596,6 +606,10 @@ def run(settings: Settings, args: argparse.Namespace, stdout: TextIO = sys.stdou
          for n in out.missing]
         + [f"{n} differs from the SHA-256 the database recorded" for n in out.altered]
     )
+    if out.in_object_store:
+        print(f"{out.in_object_store} files are in the object store only and not in this "
+              "backup: back the bucket up by its own means (docs/attachments.md#object-store)",
+              file=stdout)
     for line in problems[:20]:
         print(f"chatd: warning: {line}", file=stderr)
     if problems and args.command == "restore":

@@ -4,10 +4,11 @@
 
 An erasure deletes the customer's chats from the database in one transaction (the store's
 ``erase_customer``, which also writes the audit line), then removes the files that hung off
-them: attachments and thumbnails in the upload folder, and the transcripts the ``file``
-handoff backend wrote. Files go after the commit, so a crash in between leaves files that
-nothing points to (unreachable: downloads go through the records), never records without
-their files; ``chatd customer erase`` run again reports nothing left to erase.
+them: attachments and thumbnails (in the upload folder, or the object store when there is
+one, chatd/objects.py), and the transcripts the ``file`` handoff backend wrote. Files go
+after the commit, so a crash in between leaves files that nothing points to (unreachable:
+downloads go through the records), never records without their files; ``chatd customer
+erase`` run again reports nothing left to erase.
 """
 
 from __future__ import annotations
@@ -16,12 +17,13 @@ import argparse
 import asyncio
 import contextlib
 import json
+import logging
 import os
 import re
-import shutil
 import tempfile
 import uuid
 import zipfile
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
@@ -39,14 +41,15 @@ from .core.errors import Conflict, DeskError
 from .core.models import SessionState, iso
 from .core.ports import AttachmentRecord, Store
 from .core.transcript import ORIGIN_CHAT, Transcript
-from .files import UploadFolder
+from .files import Removal, UploadFolder
+from .objects import ObjectStoreUnavailable, upload_folder
+
+log = logging.getLogger(__name__)
 
 EXPORT_FORMAT = "chatd-customer-export"
 EXPORT_VERSION = 1
 PAGE = 1000
 OPEN_STATES = (SessionState.WAITING, SessionState.OFFERED, SessionState.ACTIVE)
-# The names chatd gives stored files; nothing else in the folder is ever removed.
-_STORED_NAME = re.compile(r"[0-9a-f]{32}(?:-thumb)?")
 # The file backend names its transcripts after the chat's id.
 _SAFE_SESSION = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
 
@@ -90,23 +93,31 @@ async def erase_customer(
     )
     erased = await store.erase_customer(query, erasure)
     report = ErasureReport(erased)
-    await asyncio.to_thread(
-        _remove_files, report, Path(settings.upload_dir), handoff_folder(settings)
-    )
+    try:
+        async with _stored_files(settings) as folder:
+            removal = await folder.remove(erased.stored_names)
+    except ObjectStoreUnavailable as exc:  # erased all the same: the files are orphans now
+        log.warning("the erased customer's files were not removed: %s", exc)
+        removal = Removal(failed=list(erased.stored_names))
+    report.files_removed += len(removal.removed)
+    report.failed += removal.failed
+    await asyncio.to_thread(_remove_transcripts, report, handoff_folder(settings))
     return report
 
 
-def _remove_files(report: ErasureReport, uploads: Path, transcripts: Path) -> None:
-    for name in report.erased.stored_names:
-        if not _STORED_NAME.fullmatch(name):
-            continue
-        try:
-            os.unlink(uploads / name)
-            report.files_removed += 1
-        except FileNotFoundError:
-            pass
-        except OSError:
-            report.failed.append(name)
+@contextlib.asynccontextmanager
+async def _stored_files(settings: Settings) -> AsyncIterator[UploadFolder]:
+    """The upload folder with its store (the object store, when there is one), started;
+    ObjectStoreUnavailable when that cannot be used."""
+    folder = upload_folder(settings)
+    try:
+        await folder.store.start()
+        yield folder
+    finally:
+        await folder.aclose()
+
+
+def _remove_transcripts(report: ErasureReport, transcripts: Path) -> None:
     for sid in report.erased.session_ids:
         if not _SAFE_SESSION.fullmatch(sid):
             continue
@@ -178,39 +189,42 @@ async def export_customer(
     return document, files
 
 
-def write_zip(
+async def write_zip(
     path: Path, document: dict[str, Any], files: list[tuple[str, AttachmentRecord]],
-    uploads: Path,
+    folder: UploadFolder,
 ) -> list[str]:
-    """The archive: ``customer.json`` and the files, each streamed from the upload folder.
-    A file missing on disk is left out and its entry's ``file`` set to null; their ids are
-    returned. Written beside ``path`` and renamed into place. Blocking: call in a thread."""
-    folder = UploadFolder(uploads)
+    """The archive: ``customer.json`` and the files, each streamed from where the folder's
+    store keeps it (the upload folder or the object store). A file missing there is left
+    out and its entry's ``file`` set to null; their ids are returned. Written beside
+    ``path`` and renamed into place; the archive's writes run in a thread."""
     missing: list[str] = []
     fd, tmp = tempfile.mkstemp(prefix=".export-", suffix=".part", dir=path.parent or ".")
     try:
         with os.fdopen(fd, "wb") as raw, zipfile.ZipFile(raw, "w", zipfile.ZIP_DEFLATED) as z:
             for arcname, a in files:
-                opened = folder.open(a.stored_name)
-                if opened is None:
+                stored = await folder.open_stored(a.stored_name)
+                if stored is None:
                     missing.append(a.id)
                     continue
-                f, _ = opened
-                with f, z.open(arcname, "w") as out:
-                    shutil.copyfileobj(f, out, 256 * 1024)
+                try:
+                    out = await asyncio.to_thread(z.open, arcname, "w")
+                    with out:
+                        async with contextlib.aclosing(stored.chunks(0, stored.size)) as chunks:
+                            async for chunk in chunks:
+                                await asyncio.to_thread(out.write, chunk)
+                finally:
+                    stored.close()
             for chat in document["chats"]:
                 for entry in chat["files"]:
                     if entry["id"] in missing:
                         entry["file"] = None
-            z.writestr("customer.json", _dumps(document))
+            await asyncio.to_thread(z.writestr, "customer.json", _dumps(document))
         os.chmod(tmp, 0o600)
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(OSError):
             os.unlink(tmp)
         raise
-    finally:
-        folder.close()
     return missing
 
 
@@ -278,6 +292,9 @@ async def run(
         return await _erase(store, settings, clock, query, args, out, err)
     except DeskError as exc:
         print(f"chatd: {exc.message}", file=err)
+        return 1
+    except ObjectStoreUnavailable as exc:
+        print(f"chatd: {exc}", file=err)
         return 1
 
 
@@ -365,9 +382,8 @@ async def _export(
         return 0
     path = Path(target)
     if zipped:
-        missing = await asyncio.to_thread(
-            write_zip, path, document, files, Path(settings.upload_dir)
-        )
+        async with _stored_files(settings) as folder:
+            missing = await write_zip(path, document, files, folder)
         if missing:
             print(f"chatd: {len(missing)} files are missing from the upload folder: "
                   + ", ".join(missing), file=err)

@@ -7,6 +7,11 @@ is complete and accepted; every other outcome removes the temporary file. File I
 decoding run on the folder's own threads, never on the default executor, and decodes take
 turns between chats (docs/security.md). What a file is and the name it is shown under are
 decided in chatd/kinds.py; images are decoded in chatd/images.py.
+
+Where a complete file is kept is the folder's ``store`` (:class:`FileStore`): the folder
+itself (:class:`FolderStore`, the default), or an S3-compatible object store
+(chatd/objects.py) that several chatd processes on different machines share. Uploads,
+downloads, the purge and erasures all go through it, whichever it is.
 """
 
 from __future__ import annotations
@@ -23,12 +28,12 @@ import secrets
 import stat
 import threading
 import time
-from collections.abc import Collection, Iterable
+from collections.abc import AsyncGenerator, Collection, Iterable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
-from typing import Any, BinaryIO
+from typing import Any, BinaryIO, Protocol
 
 import aiofiles
 import aiofiles.os
@@ -63,6 +68,11 @@ STALE_TEMP_SECONDS = 3600.0
 _TEMP_PREFIX = ".upload-"
 _TEMP_SUFFIX = ".part"
 _STORED_NAME = re.compile(r"[0-9a-f]{32}(?:-thumb)?")
+
+
+def is_stored_name(name: str) -> bool:
+    """Whether ``name`` is one chatd gives a stored file or thumbnail (never a path)."""
+    return _STORED_NAME.fullmatch(name) is not None
 
 
 class InsufficientStorage(DeskError):
@@ -322,6 +332,9 @@ class UploadFolder:
         self.min_free_bytes = min_free_bytes
         self._io: ThreadPoolExecutor | None = None
         self.decoder = FairExecutor(DECODE_WORKERS, "chatd-decode")
+        # Where complete files are kept: this folder, unless an object store is set
+        # (chatd.objects.upload_folder).
+        self.store: FileStore = FolderStore(self)
 
     @property
     def io(self) -> ThreadPoolExecutor:
@@ -378,11 +391,45 @@ class UploadFolder:
     def new_name() -> str:
         return secrets.token_hex(16)
 
-    async def remove(self, names: Iterable[str | None]) -> None:
-        for name in names:
-            if name and _STORED_NAME.fullmatch(name):
-                with contextlib.suppress(FileNotFoundError):
-                    await aiofiles.os.remove(self.folder / name, executor=self.io)
+    async def start(self) -> None:
+        """Make ready to serve: the folder created and swept, the store checked."""
+        removed = await asyncio.to_thread(self.prepare)
+        if removed:
+            log.info("removed %d unfinished uploads", removed)
+        await self.store.start()
+
+    async def aclose(self) -> None:
+        await self.store.close()
+        self.close()
+
+    async def keep(self, names: Iterable[str | None]) -> None:
+        """Make stored files (put in place by ``Upload.commit`` and ``thumbnail``) durable
+        in the store: once this returns, any process sharing the store can serve them."""
+        await self.store.keep([n for n in names if n and _STORED_NAME.fullmatch(n)])
+
+    async def open_stored(self, name: str) -> StoredFile | None:
+        """A stored file opened for reading, wherever the store keeps it; None when it is
+        not there (or is not a regular file, or ``name`` is not a stored name)."""
+        if not _STORED_NAME.fullmatch(name):
+            return None
+        return await self.store.open(name)
+
+    async def remove(self, names: Iterable[str | None]) -> Removal:
+        """Remove stored files wherever they are kept; names that are not stored names are
+        skipped. What could not be removed is in the result (and logged)."""
+        wanted = [n for n in names if n and _STORED_NAME.fullmatch(n)]
+        if not wanted:
+            return Removal()
+        removal = await self.store.remove(wanted)
+        if removal.failed:
+            log.warning("could not remove %d stored files: %s",
+                        len(removal.failed), ", ".join(removal.failed[:10]))
+        return removal
+
+    async def stored_before(self, before: float) -> list[tuple[str, int]]:
+        """Every stored file (and thumbnail) last written before ``before`` (a wall-clock
+        time), with its size: what the purge compares with the records."""
+        return await self.store.stored_before(before)
 
     async def thumbnail(
         self, source: Path, stored_name: str, kind: Kind, allowed: Collection[str], *,
@@ -423,3 +470,146 @@ class UploadFolder:
             with contextlib.suppress(OSError):
                 os.close(fd)
             raise
+
+
+# ---------------------------------------------------------------------- where files are kept
+
+
+@dataclass
+class Removal:
+    """What a removal did: the stored names removed, and those that could not be."""
+
+    removed: list[str] = field(default_factory=list)
+    failed: list[str] = field(default_factory=list)
+
+
+class StoredFile(Protocol):
+    """A stored file opened for reading: its size, when it was stored, and its bytes."""
+
+    size: int
+    mtime: float
+    # The open file, where the bytes can be sent with sendfile; None for a remote object.
+    fileobj: BinaryIO | None
+
+    def chunks(self, start: int, count: int) -> AsyncGenerator[bytes, None]:
+        """``count`` bytes from ``start``, a chunk at a time (never the whole file); close
+        it (``contextlib.aclosing``) when not read to the end."""
+        ...
+
+    def close(self) -> None: ...
+
+
+class FileStore(Protocol):
+    """Where complete files are kept and read back, by their stored names. The upload
+    folder holds every file while it is received; ``keep`` hands the finished ones over."""
+
+    async def start(self) -> None:
+        """Check the store can be used; raise (with a clear message) when it cannot."""
+        ...
+
+    async def close(self) -> None: ...
+
+    async def keep(self, names: list[str]) -> None:
+        """Make these files of the upload folder durable here (Unavailable when the
+        store cannot take them): an upload is acknowledged only after."""
+        ...
+
+    async def open(self, name: str) -> StoredFile | None: ...
+
+    async def remove(self, names: list[str]) -> Removal: ...
+
+    async def stored_before(self, before: float) -> list[tuple[str, int]]: ...
+
+
+class LocalFile:
+    """A file of the upload folder, opened without following symlinks."""
+
+    def __init__(self, fobj: BinaryIO, st: os.stat_result, io: ThreadPoolExecutor) -> None:
+        self.fileobj: BinaryIO | None = fobj
+        self.size = st.st_size
+        self.mtime = st.st_mtime
+        self._fobj = fobj
+        self._io = io
+
+    async def chunks(self, start: int, count: int) -> AsyncGenerator[bytes, None]:
+        def read(offset: int, n: int) -> bytes:
+            self._fobj.seek(offset)
+            return self._fobj.read(n)
+
+        loop = asyncio.get_running_loop()
+        offset = start
+        while count > 0:
+            chunk = await loop.run_in_executor(self._io, read, offset, min(CHUNK_SIZE, count))
+            if not chunk:
+                return
+            yield chunk
+            offset += len(chunk)
+            count -= len(chunk)
+
+    def close(self) -> None:
+        with contextlib.suppress(OSError):
+            self._fobj.close()
+
+
+class FolderStore:
+    """The upload folder as the store: a file is kept where ``Upload.commit`` put it
+    (written, fsynced and renamed into place), so ``keep`` has nothing left to do."""
+
+    def __init__(self, folder: UploadFolder) -> None:
+        self.folder = folder
+
+    async def start(self) -> None:
+        return None
+
+    async def close(self) -> None:
+        return None
+
+    async def keep(self, names: list[str]) -> None:
+        return None
+
+    async def open(self, name: str) -> StoredFile | None:
+        folder = self.folder
+        opened = await asyncio.get_running_loop().run_in_executor(folder.io, folder.open, name)
+        if opened is None:
+            return None
+        return LocalFile(opened[0], opened[1], folder.io)
+
+    async def remove(self, names: list[str]) -> Removal:
+        removal = Removal()
+        for name in names:
+            try:
+                await aiofiles.os.remove(self.folder.folder / name, executor=self.folder.io)
+            except FileNotFoundError:
+                continue
+            except OSError:
+                removal.failed.append(name)
+                continue
+            removal.removed.append(name)
+        return removal
+
+    async def stored_before(self, before: float) -> list[tuple[str, int]]:
+        return await asyncio.to_thread(_stored_before, self.folder.folder, before)
+
+
+def _stored_before(folder: Path, before: float) -> list[tuple[str, int]]:
+    return entries_before(folder, _STORED_NAME, before)
+
+
+def entries_before(folder: Path, names: re.Pattern[str], before: float) -> list[tuple[str, int]]:
+    """(name, size) of the files in ``folder`` named like ``names`` and modified before
+    ``before``; none when the folder is missing."""
+    found: list[tuple[str, int]] = []
+    try:
+        entries = list(os.scandir(folder))
+    except FileNotFoundError:
+        return found
+    for entry in entries:
+        if not names.fullmatch(entry.name):
+            continue
+        try:
+            st = entry.stat(follow_symlinks=False)
+        except OSError:
+            continue
+        if st.st_mtime < before:
+            found.append((entry.name, st.st_size))
+    return found

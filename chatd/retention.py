@@ -1,6 +1,7 @@
 """Retention: old closed chats purged with their messages, attachments, delivered outbox rows
 and file transcripts; attachment records and files left without each other by a crash
-cleaned up (docs/operations.md).
+cleaned up (docs/operations.md). Files are removed through the upload folder's store, so
+from the object store too when there is one (chatd/objects.py).
 
 ``Retention`` does one full pass (``run``) or says what one would remove (``preview``, for
 ``chatd purge --dry-run``). ``PurgeJob`` runs a pass every ``purge_interval_seconds`` in the
@@ -16,6 +17,7 @@ import contextlib
 import logging
 import os
 import re
+import sys
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass, fields
@@ -27,7 +29,7 @@ from aiohttp import web
 from .config import Settings
 from .core.clock import Clock
 from .core.ports import PurgeCounts, PurgeRules, RetentionStore, Store
-from .files import STALE_TEMP_SECONDS, UploadFolder
+from .files import STALE_TEMP_SECONDS, UploadFolder, entries_before
 from .tasks import cancel_and_wait
 
 log = logging.getLogger(__name__)
@@ -48,8 +50,7 @@ CANDIDATES_PAGE = 200
 ORPHAN_PAGE = 500
 FILES_PAGE = 1000
 
-# The upload folder's names (chatd/files.py): stored files, thumbnails, uploads in progress.
-_STORED = re.compile(r"[0-9a-f]{32}(?:-thumb)?")
+# The upload folder's names of uploads in progress (chatd/files.py).
 _TEMP = re.compile(r"\.upload-[0-9a-f]{32}\.part")
 # The file handoff names its transcripts after the session id (chatd/handoff/file.py).
 _TRANSCRIPT_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
@@ -205,23 +206,29 @@ class Retention:
             await asyncio.sleep(self.pause)
 
     async def _orphan_files(self, report: PurgeReport) -> None:
-        """Files of the upload folder that no record names, and uploads in progress that
-        a crash cut off, once older than the guard (by their modification time)."""
+        """Stored files that no record names (in the upload folder, or the object store
+        when there is one), and uploads in progress that a crash cut off, once older than
+        the guard (by their modification time)."""
         wall = time.time()
-        stored, temps = await asyncio.to_thread(
-            _old_files, self.folder.folder, wall - self.orphan_age,
-            wall - max(self.orphan_age, STALE_TEMP_SECONDS),
+        temps = await asyncio.to_thread(
+            _old_temps, self.folder.folder, wall - max(self.orphan_age, STALE_TEMP_SECONDS)
         )
-        unknown: list[tuple[str, int]] = list(temps)
+        stored = await self.folder.stored_before(wall - self.orphan_age)
+        unknown: list[tuple[str, int]] = []
         for i in range(0, len(stored), FILES_PAGE):
             chunk = stored[i:i + FILES_PAGE]
             known = await self.store.known_attachment_files([name for name, _ in chunk])
             unknown += [(name, size) for name, size in chunk if name not in known]
-        if not report.dry_run and unknown:
-            unknown = await asyncio.to_thread(_unlink, self.folder.folder, unknown)
-            log.info("removed %d files without an attachment record", len(unknown))
-        report.orphan_files += len(unknown)
-        report.orphan_bytes += sum(size for _, size in unknown)
+        if not report.dry_run:
+            temps = await asyncio.to_thread(_unlink, self.folder.folder, temps)
+            if unknown:
+                gone = set((await self.folder.remove(name for name, _ in unknown)).removed)
+                unknown = [(name, size) for name, size in unknown if name in gone]
+            if unknown or temps:
+                log.info("removed %d files without an attachment record",
+                         len(unknown) + len(temps))
+        report.orphan_files += len(unknown) + len(temps)
+        report.orphan_bytes += sum(size for _, size in unknown + temps)
 
     async def _remove_files(self, names: Iterable[str]) -> None:
         await self.folder.remove(list(names))
@@ -244,30 +251,9 @@ class Retention:
         return await asyncio.to_thread(remove)
 
 
-def _old_files(
-    folder: Path, stored_before: float, temp_before: float
-) -> tuple[list[tuple[str, int]], list[tuple[str, int]]]:
-    """Regular files of the upload folder modified before the cut-offs: stored names (and
-    thumbnails), and unfinished uploads; each with its size."""
-    stored: list[tuple[str, int]] = []
-    temps: list[tuple[str, int]] = []
-    try:
-        entries = list(os.scandir(folder))
-    except FileNotFoundError:
-        return stored, temps
-    for entry in entries:
-        is_stored = _STORED.fullmatch(entry.name) is not None
-        if not is_stored and _TEMP.fullmatch(entry.name) is None:
-            continue
-        try:
-            st = entry.stat(follow_symlinks=False)
-        except OSError:
-            continue
-        if is_stored and st.st_mtime < stored_before:
-            stored.append((entry.name, st.st_size))
-        elif not is_stored and st.st_mtime < temp_before:
-            temps.append((entry.name, st.st_size))
-    return stored, temps
+def _old_temps(folder: Path, before: float) -> list[tuple[str, int]]:
+    """Unfinished uploads in the upload folder modified before ``before``, with sizes."""
+    return entries_before(folder, _TEMP, before)
 
 
 def _unlink(folder: Path, files: list[tuple[str, int]]) -> list[tuple[str, int]]:
@@ -330,15 +316,22 @@ def add_parser(sub: Any) -> None:
 async def command(store: Store, settings: Settings, dry_run: bool, out: Any) -> int:
     """``chatd purge [--dry-run]`` on an open store: one pass, and what it did."""
     from .core.clock import SystemClock
+    from .objects import ObjectStoreUnavailable, upload_folder
 
-    folder = UploadFolder(settings.upload_dir)
+    folder = upload_folder(settings)
+    try:
+        await folder.store.start()
+    except ObjectStoreUnavailable as exc:
+        await folder.aclose()
+        print(f"chatd: {exc}", file=sys.stderr)
+        return 1
     try:
         retention = Retention.from_settings(
             settings, store, SystemClock(), folder
         )
         report = await (retention.preview() if dry_run else retention.run())
     finally:
-        folder.close()
+        await folder.aclose()
     rules = retention.rules(time.time())
     if rules is None:
         print("retention is off (CHATD_RETENTION_DAYS is 0): no chat is purged", file=out)

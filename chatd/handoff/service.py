@@ -3,7 +3,7 @@ tickets left without a chat (docs/handoff.md)."""
 
 from __future__ import annotations
 
-import asyncio
+import contextlib
 import random
 import uuid
 from collections.abc import Callable, Mapping
@@ -146,25 +146,28 @@ class HandoffService:
                                 base_url=self.settings.public_url)
 
     async def read_attachment(self, attachment_id: str, limit: int) -> bytes | None:
-        """An attachment's bytes from the upload folder, if it exists and fits ``limit``."""
-        from ..files import UploadFolder
+        """An attachment's bytes from the upload folder or the object store, if it exists
+        and fits ``limit``."""
+        from ..objects import upload_folder
 
         record = await self.store.get_attachment(attachment_id)
         if record is None or record.size > limit:
             return None
-        folder = UploadFolder(self.settings.upload_dir)
-
-        def read() -> bytes | None:
-            opened = folder.open(record.stored_name)
-            if opened is None:
+        folder = upload_folder(self.settings)
+        try:
+            await folder.store.start()
+            stored = await folder.open_stored(record.stored_name)
+            if stored is None:
                 return None
-            f, st = opened
-            with f:
-                if st.st_size > limit:
+            try:
+                if stored.size > limit:
                     return None
-                return f.read(limit + 1)[:limit]
-
-        return await asyncio.to_thread(read)
+                async with contextlib.aclosing(stored.chunks(0, stored.size)) as chunks:
+                    return b"".join([chunk async for chunk in chunks])
+            finally:
+                stored.close()
+        finally:
+            await folder.aclose()
 
     # ------------------------------------------------------------------ offline tickets
 
