@@ -66,13 +66,14 @@ class KeyedLimiter:
             self._buckets.move_to_end(key)
         return bucket
 
-    def take(self, key: str) -> bool:
-        return self._bucket(key).take()
+    def take(self, key: str, cost: float = 1.0) -> bool:
+        return self._bucket(key).take(cost)
 
-    def retry_after(self, key: str) -> float:
-        """Seconds until ``key`` may take again (for a ``Retry-After``); 0 if it may now."""
+    def retry_after(self, key: str, cost: float = 1.0) -> float:
+        """Seconds until ``key`` may take ``cost`` again (for a ``Retry-After``); 0 if it
+        may now."""
         bucket = self._buckets.get(key)
-        return 0.0 if bucket is None else bucket.wait()
+        return 0.0 if bucket is None else bucket.wait(cost)
 
     def __len__(self) -> int:
         return len(self._buckets)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import hashlib
 import os
 from importlib import resources
 from urllib.parse import parse_qs, unquote, urlsplit, urlunsplit
@@ -88,6 +89,12 @@ def redact(url: str) -> str:
     netloc = parts.netloc.rsplit("@", 1)
     user = netloc[0].split(":", 1)[0]
     return urlunsplit(parts._replace(netloc=f"{user}:***@{netloc[1]}"))
+
+
+def desk_key(url: str) -> str:
+    """A desk's name in places several desks may share (Redis): ``chatd:`` and a digest of
+    its database URL without the password."""
+    return "chatd:" + hashlib.sha256(redact(url).encode()).hexdigest()[:16]
 
 
 def is_postgres(url: str) -> bool:

@@ -6,8 +6,9 @@ and closes a client that does not read, takes text packets only (WebSocket frame
 long-polling bodies) at a bounded rate, and ends with a close code that says why.
 :class:`EngineServer` refuses a handshake past its address's connection cap or handshake
 rate (HTTP 429, before anything is kept) and closes a session that joins no namespace in
-time. The numbers are chatd.web.bounds' :class:`TransportLimits`; how each refusal looks on
-the wire is in docs/protocol.md#1-transport.
+time. The numbers are chatd.web.bounds' :class:`TransportLimits`; the counts per address
+are kept by chatd.limits (in this process, or in Redis for all processes together); how
+each refusal looks on the wire is in docs/protocol.md#1-transport.
 """
 
 from __future__ import annotations
@@ -24,7 +25,8 @@ import msgspec
 from aiohttp import WSCloseCode, WSMsgType, web
 
 from ..core.clock import Clock
-from ..core.ratelimit import KeyedLimiter, TokenBucket, retry_after_seconds
+from ..core.ratelimit import TokenBucket, retry_after_seconds
+from ..limits import LocalLimits, RateLimit, SharedLimits, SlotLimit
 from .bounds import TransportLimits
 from .http import address_key
 
@@ -362,7 +364,11 @@ class EngineServer(engineio.AsyncServer):  # type: ignore[misc]
     """python-engineio's server with chatd's admission and deadlines: a handshake is
     refused (HTTP 429, before anything is kept) past the address's connection cap or
     handshake rate, and a session that has joined no namespace ``join_timeout_seconds``
-    after its handshake is closed."""
+    after its handshake is closed.
+
+    The open connections and the handshake rate per address are counted in this process
+    until :meth:`use_limits` hands them to limits shared by every process (Redis).
+    """
 
     start_service_task: bool
     service_task_handle: Any
@@ -371,13 +377,22 @@ class EngineServer(engineio.AsyncServer):  # type: ignore[misc]
         super().__init__(**kwargs)
         self.limits = limits
         self.clock = clock
-        self.handshakes = KeyedLimiter(
-            clock, limits.handshake_rate, limits.handshake_burst, max_keys=limits.limiter_max_keys
-        )
-        self.per_address: dict[str, int] = {}
+        self.handshakes: RateLimit
+        self.connections: SlotLimit
+        self.use_limits(LocalLimits(clock))
         # Whether an Engine.IO session has joined a namespace (set by the Socket.IO server).
         self.joined: Callable[[str], bool] = lambda sid: False
         self._tasks: set[asyncio.Future[Any]] = set()
+
+    def use_limits(self, shared: SharedLimits) -> None:
+        """Count handshakes and open connections per address in ``shared``; before the
+        first handshake."""
+        limits = self.limits
+        self.handshakes = shared.rate(
+            "handshake", limits.handshake_rate, limits.handshake_burst,
+            max_keys=limits.limiter_max_keys,
+        )
+        self.connections = shared.slots("connection")
 
     def spawn(self, coro: Coroutine[Any, Any, Any]) -> None:
         task = asyncio.ensure_future(coro)
@@ -385,11 +400,7 @@ class EngineServer(engineio.AsyncServer):  # type: ignore[misc]
         task.add_done_callback(self._tasks.discard)
 
     def release(self, address: str) -> None:
-        left = self.per_address.get(address, 0) - 1
-        if left > 0:
-            self.per_address[address] = left
-        else:
-            self.per_address.pop(address, None)
+        self.connections.release(address)
 
     def refuse(self, sid: str, code: int, reason: str) -> None:
         socket = self.sockets.get(sid)
@@ -426,14 +437,21 @@ class EngineServer(engineio.AsyncServer):  # type: ignore[misc]
             "response": msgspec.json.encode(body),
         }
 
-    def _admit(self, address: str) -> dict[str, Any] | None:
-        if self.per_address.get(address, 0) >= self.limits.connections_per_address:
+    async def _admit(self, address: str) -> dict[str, Any] | None:
+        """None, with a place in the address's count taken for the new session; or the
+        refusal, with nothing taken."""
+        if not await self.connections.acquire(address, self.limits.connections_per_address):
             return self._refusal("too many open connections from this address")
-        if not self.handshakes.take(address):
-            return self._refusal(
-                "too many connection attempts from this address; try again shortly",
-                self.handshakes.retry_after(address),
-            )
+        try:
+            if not await self.handshakes.take(address):
+                self.connections.release(address)
+                return self._refusal(
+                    "too many connection attempts from this address; try again shortly",
+                    await self.handshakes.retry_after(address),
+                )
+        except BaseException:
+            self.connections.release(address)  # e.g. the client went away meanwhile
+            raise
         return None
 
     async def _handle_connect(
@@ -442,7 +460,7 @@ class EngineServer(engineio.AsyncServer):  # type: ignore[misc]
         """The library's handshake, with chatd's admission first and its socket class."""
         request = environ.get("aiohttp.request")
         address = address_key(request.remote if request is not None else None)
-        refusal = self._admit(address)
+        refusal = await self._admit(address)
         if refusal is not None:
             return refusal
 
@@ -452,8 +470,7 @@ class EngineServer(engineio.AsyncServer):  # type: ignore[misc]
 
         sid = self.generate_id()
         s = EngineSocket(self, sid, address)
-        self.sockets[sid] = s
-        self.per_address[address] = self.per_address.get(address, 0) + 1
+        self.sockets[sid] = s  # it holds the place _admit took (EngineSocket.release)
         self.watch_join(sid)
 
         await s.send(engineio.packet.Packet(engineio.packet.OPEN, {
