@@ -15,7 +15,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from . import chat_load, durability, purge, surge, uploads
+from . import chat_load, cluster, durability, purge, surge, uploads
 from .harness import BenchError, Benchmark
 
 BENCHMARKS: list[Benchmark] = [
@@ -26,7 +26,7 @@ BENCHMARKS: list[Benchmark] = [
     durability.RESTART,
 ]
 # Run only when named with --only: not part of a plain `python -m bench` (or `make bench`).
-ON_REQUEST: list[Benchmark] = [purge.BENCHMARK]
+ON_REQUEST: list[Benchmark] = [purge.BENCHMARK, cluster.BENCHMARK]
 
 
 def parser() -> argparse.ArgumentParser:

@@ -37,6 +37,7 @@ import sys
 import tempfile
 import time
 import uuid
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -216,11 +217,24 @@ def _row(target: str, f: dict[str, Any]) -> str:
     )
 
 
+Setup = Callable[
+    [Path, argparse.Namespace, int],
+    Awaitable[tuple[Any, str, list[dict[str, Any]], list[dict[str, Any]]]],
+]
+
+
 async def _measure(
-    target: str, tmp: Path, args: argparse.Namespace, capacity: int
+    target: str, tmp: Path, args: argparse.Namespace, capacity: int,
+    setup: Setup | None = None, during: Callable[[float], Awaitable[Any]] | None = None,
+    retry: bool = False,
 ) -> dict[str, Any]:
+    """One round against ``target``; ``setup`` starts servers of another kind (bench/
+    cluster.py: their ``pids`` are the server's CPU), ``during(start_at)`` runs alongside
+    the load, and with ``retry`` a refused message is sent again until acknowledged."""
     async with contextlib.AsyncExitStack() as stack:
-        if target in CHATD_TARGETS:
+        if setup is not None:
+            server, url, engineer_specs, customer_specs = await setup(tmp, args, capacity)
+        elif target in CHATD_TARGETS:
             database_url = None
             if target == "chatd-postgres":
                 database_url = await new_postgres_database()
@@ -241,9 +255,14 @@ async def _measure(
             workers.append(w)
         stack.push_async_callback(close_workers, workers)
         n = len(workers)
+        # ``url`` may be several (one per load process, in turn): bench/cluster.py's
+        # clients connected to given processes.
+        urls = url if isinstance(url, list) else [url]
+        url = urls[0]
         await command(workers, [
-            {"cmd": "engineers", "target": "chatd" if target in CHATD_TARGETS else target,
-             "url": url, "engineers": engineer_specs[k::n]}
+            {"cmd": "engineers",
+             "target": "chatd" if target in CHATD_TARGETS or setup else target,
+             "url": urls[k % len(urls)], "engineers": engineer_specs[k::n]}
             for k in range(n)
         ])
         await command(workers, [
@@ -260,21 +279,28 @@ async def _measure(
         start_at = time.monotonic() + 0.5
         window = (start_at + args.warmup, start_at + args.warmup + args.seconds)
         pids = [w.pid for w in workers]
-        cpu = asyncio.create_task(_cpu_in_window(server.pid, pids, *window))
+        cpu = asyncio.create_task(
+            _cpu_in_window(getattr(server, "pids", [server.pid]), pids, *window)
+        )
         commits = (
             asyncio.create_task(_commits_in_window(url, *window))
-            if target in CHATD_TARGETS else None
+            if target in CHATD_TARGETS and setup is None else None
         )
+        side = asyncio.create_task(during(start_at)) if during is not None else None
         try:
             results = await command(workers, [{
                 "cmd": "run", "start_at": start_at, "warmup": args.warmup,
-                "seconds": args.seconds, "body_size": args.body_size,
+                "seconds": args.seconds, "body_size": args.body_size, "retry": retry,
             }] * n, timeout=REPLY_TIMEOUT + args.warmup + args.seconds)
         except BaseException:
             cpu.cancel()
             if commits is not None:
                 commits.cancel()
+            if side is not None:
+                side.cancel()
             raise
+        if side is not None:
+            await side
         used = await cpu
         grouped = await commits if commits is not None else None
         await close_workers(workers)
@@ -294,6 +320,8 @@ async def _measure(
         "p99_ms": percentile(latencies, 99),
         "max_ms": latencies[-1] if latencies else None,
         "mean_ms": round(sum(latencies) / len(latencies), 3) if latencies else None,
+        # the longest any message waited for its ack, retries included (with ``retry``)
+        "longest_wait_ms": max((r.get("longest_wait_ms", 0.0) for r in results), default=0.0),
         "acked_window": len(latencies),
         "acked_total": sum(r["acked_total"] for r in results),
         "delivered": sum(r["delivered"] for r in results),
@@ -409,15 +437,19 @@ class WindowCPU:
 
 
 async def _cpu_in_window(
-    server_pid: int, worker_pids: list[int], start: float, end: float
+    server_pids: list[int], worker_pids: list[int], start: float, end: float
 ) -> WindowCPU:
+    def servers_cpu() -> float | None:
+        each = [cpu_seconds(p) for p in server_pids]
+        return None if any(c is None for c in each) else sum(c or 0.0 for c in each)
+
     await asyncio.sleep(max(0.0, start - time.monotonic()))
     m0 = machine_busy_seconds()
-    s0 = cpu_seconds(server_pid)
+    s0 = servers_cpu()
     w0 = [cpu_seconds(p) for p in worker_pids]
     await asyncio.sleep(max(0.0, end - time.monotonic()))
     m1 = machine_busy_seconds()
-    s1 = cpu_seconds(server_pid)
+    s1 = servers_cpu()
     w1 = [cpu_seconds(p) for p in worker_pids]
     server = None if s0 is None or s1 is None else s1 - s0
     load: float | None = 0.0

@@ -78,11 +78,13 @@ class Stats:
     latencies: list[float] = field(default_factory=list)  # seconds, acked in the window
     acked_total: int = 0
     timeouts: int = 0
+    longest_wait: float = 0.0  # seconds from a message's first send to its ack
     errors: Counter[str] = field(default_factory=Counter)
 
 
 class Worker:
     def __init__(self) -> None:
+        self.retry = False
         self.target = ""
         self.url = ""
         self.engineers: list[Conn] = []
@@ -209,6 +211,7 @@ class Worker:
         window_start = start_at + float(cmd["warmup"])
         window_end = window_start + float(cmd["seconds"])
         size = int(cmd["body_size"])
+        self.retry = bool(cmd.get("retry"))
         self.stats = Stats()
         loops = []
         for i, conn in enumerate(self.customers):
@@ -233,6 +236,7 @@ class Worker:
             "acked_total": s.acked_total,
             "timeouts": s.timeouts,
             "errors": dict(s.errors),
+            "longest_wait_ms": round(s.longest_wait * 1000, 3),
             "delivered": sum(c.delivered for c in self.customers + self.engineers),
         }
 
@@ -244,10 +248,14 @@ class Worker:
         call = conn.client.call
         ns = conn.namespace
         n = 0
+        t0 = 0.0
+        again = False
         while time.monotonic() < window_end:
-            n += 1
+            if not again:  # with ``retry``, a refused message goes again, same id
+                n += 1
+                t0 = time.monotonic()
             data = {"session_id": session_id, "client_msg_id": f"{tag}-{n}", "body": body}
-            t0 = time.monotonic()
+            again = self.retry
             try:
                 ack = await call("message:send", data, namespace=ns, timeout=ACK_TIMEOUT)
             except socketio.exceptions.TimeoutError:
@@ -259,6 +267,8 @@ class Worker:
                 continue
             t1 = time.monotonic()
             if type(ack) is dict and ack.get("ok"):
+                again = False
+                stats.longest_wait = max(stats.longest_wait, t1 - t0)
                 stats.acked_total += 1
                 if window_start <= t1 < window_end:
                     stats.latencies.append(t1 - t0)

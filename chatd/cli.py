@@ -164,7 +164,14 @@ def serve(settings: Settings) -> int:
         status = asyncio.run(_with_store(settings, _refuse_demo_accounts))
     if status:
         return status
-    app = create_app(settings)
+    from .core.errors import ClusterError, DeskTaken
+    from .objects import ObjectStoreUnavailable
+
+    try:
+        app = create_app(settings)
+    except ClusterError as exc:
+        print(f"chatd: cannot start: {exc}", file=sys.stderr, flush=True)
+        return 1
     from . import memory
 
     memory.tune()
@@ -173,13 +180,14 @@ def serve(settings: Settings) -> int:
     # the event loop holds it through whole iterations; asking for it back after 0.5 ms
     # rather than the default 5 ms makes commits, and so acks, come sooner.
     sys.setswitchinterval(GIL_SWITCH_INTERVAL)
-    from .core.errors import DeskTaken
-
     print(f"chatd listening on http://{settings.host}:{settings.port}", flush=True)
     try:
         web.run_app(app, host=settings.host, port=settings.port, print=None,
                     backlog=settings.listen_backlog, shutdown_timeout=10.0,
                     handle_signals=True, loop=event_loop())
+    except (ClusterError, ObjectStoreUnavailable) as exc:
+        print(f"chatd: cannot start: {exc}", file=sys.stderr, flush=True)
+        return 1
     except DeskTaken as exc:
         print(f"chatd: cannot start: {exc}. A SQLite database is served by one process;"
               " for several, use PostgreSQL (docs/scaling.md#one-desk-per-database).",

@@ -20,6 +20,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from .store import StoreURLError, check_url
 
@@ -214,6 +215,13 @@ def _as_webhook_secret(v: Any) -> str:
     return s
 
 
+def _as_redis_url(v: Any) -> str:
+    s = _as_str(v).strip()
+    if s and urlsplit(s).scheme not in ("redis", "rediss", "unix"):
+        raise ValueError("must be redis://HOST:PORT[/DB], rediss://… or unix://PATH")
+    return s
+
+
 def _as_db_url(v: Any) -> str:
     s = _as_str(v).strip()
     try:
@@ -231,6 +239,7 @@ class Settings:
     database_url: str = setting("sqlite:///var/chatd.db", _as_db_url)
     database_pool_size: int = setting(10, _as_int(2, 1000))
     desk_lease_seconds: float = setting(3.0, _as_float(1, 60))
+    redis_url: str = setting("", _as_redis_url, secret=True)
     upload_dir: str = setting("uploads", _as_str)
     widget_secret: str = setting("", _as_str, secret=True)
     allow_guests: bool = setting(False, _as_bool)
@@ -294,6 +303,14 @@ class Settings:
     upload_idle_timeout_seconds: float = setting(30.0, _as_float(1, 3600))
     upload_total_timeout_seconds: float = setting(600.0, _as_float(1, 86400))
     upload_min_free_bytes: int = setting(1024 * MiB, _as_size(0, 1024 * 1024 * MiB))
+    # Attachments in an S3-compatible object store (docs/attachments.md#object-store);
+    # an empty URL keeps them in the upload folder only.
+    s3_url: str = setting("", _as_http_url)
+    s3_bucket: str = setting("", _as_str)
+    s3_region: str = setting("us-east-1", _as_str)
+    s3_prefix: str = setting("", _as_str)
+    s3_access_key_id: str = setting("", _as_str, secret=True)
+    s3_secret_access_key: str = setting("", _as_str, secret=True)
     # Handoff to ticketing backends (docs/handoff.md).
     handoff_backends: tuple[str, ...] = setting(("file",), _as_backends, desk="handoff_backends")
     # empty: a "handoff" folder beside the SQLite database

@@ -1,16 +1,20 @@
 #!/usr/bin/env bash
-# `make cluster`: three chatd processes on one PostgreSQL desk behind HAProxy, with the
-# demo's accounts, as `make run` is for one (docs/scaling.md#behind-a-load-balancer).
+# `make cluster`: three chatd processes on one PostgreSQL desk and the local Redis behind
+# HAProxy, with the demo's accounts, as `make run` is for one
+# (docs/scaling.md#running-several-processes).
 #
 # The desk lives in a PostgreSQL database of its own, chatd_demo_cluster (never the
-# production one: the demo's passwords are published), its uploads and transcripts in
-# var/cluster/. One process runs the desk and the two others stand by; kill the one that
-# runs it (its PID is printed) and watch another take over. Ctrl-C stops everything.
+# production one: the demo's passwords are published), its uploads (a folder all three
+# share: they run on one machine) and transcripts in var/cluster/. Every process serves
+# clients; one runs the desk. Kill any of them (their PIDs are printed): clients reconnect
+# to the others, and when it was the one running the desk another takes it over. Ctrl-C
+# stops everything.
 set -euo pipefail
 
 BIN=${BIN:-.venv/bin}
 PORT=${PORT:-8080}
 ADMIN_URL=${CHATD_CLUSTER_POSTGRES_URL:-postgresql://postgres@127.0.0.1:5432/postgres}
+REDIS_URL=${CHATD_CLUSTER_REDIS_URL:-redis://127.0.0.1:6379/0}
 DB=chatd_demo_cluster
 DB_URL="${ADMIN_URL%/*}/$DB"
 
@@ -40,7 +44,7 @@ stop() {
 trap stop INT TERM EXIT
 
 start_chatd() {  # start_chatd N: the Nth process, on PORT+N
-  CHATD_DATABASE_URL="$DB_URL" CHATD_UPLOAD_DIR=var/cluster/uploads \
+  CHATD_DATABASE_URL="$DB_URL" CHATD_REDIS_URL="$REDIS_URL" CHATD_UPLOAD_DIR=var/cluster/uploads \
   CHATD_HANDOFF_FILE_DIR=var/cluster/handoff CHATD_TRUSTED_PROXIES=127.0.0.1 \
     "$BIN/chatd" serve --demo --port $((PORT + $1)) >>"var/cluster/chatd$1.log" 2>&1 &
   pids+=($!)

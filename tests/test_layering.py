@@ -45,14 +45,19 @@ ALLOWED: dict[str, tuple[str, ...]] = {
     # Outbox worker and ticket backends. (store: StoreURLError and sqlite_path.)
     "chatd.handoff": (
         "chatd.config", "chatd.core", "chatd.files", "chatd.store", "chatd.tasks",
-        "aiohttp",
+        "aiohttp", "chatd.objects",
     ),
     # Socket.IO namespaces, HTTP routes, auth, payload schemas.
     "chatd.web": (
         "chatd.accounts", "chatd.alert_webhook", "chatd.config", "chatd.core", "chatd.files",
         "chatd.handoff.service", "chatd.logs", "chatd.metrics", "chatd.tasks",
-        "aiohttp", "engineio", "jwt", "msgspec", "socketio", "chatd.erasure",
+        "aiohttp", "engineio", "jwt", "msgspec", "socketio", "chatd.erasure", "chatd.objects",
+        "chatd.limits",
     ),
+    # Limits per address and per person: this process's, or in Redis for all of them.
+    "chatd.limits": ("chatd.config", "chatd.core", "chatd.store", "redis"),
+    # Attachments in an S3-compatible object store (aiobotocore, imported when configured).
+    "chatd.objects": ("chatd.config", "chatd.core", "chatd.files", "aiobotocore"),
     # Days replayed through the real desk.
     "chatd.sim": ("chatd.core", "chatd.store"),
     # Engineer accounts and their password hashes.
@@ -76,19 +81,21 @@ ALLOWED: dict[str, tuple[str, ...]] = {
     # create_app: the one place that wires everything.
     "chatd.app": (
         "chatd.config", "chatd.core", "chatd.handoff.service", "chatd.metrics", "chatd.store",
-        "chatd.web", "aiohttp", "chatd.retention",
+        "chatd.web", "aiohttp", "chatd.retention", "chatd.cluster",
     ),
+    # Several processes on one desk: Redis's fan-out and the calls to the desk's process.
+    "chatd.cluster": ("chatd.core", "chatd.tasks", "chatd.web", "msgspec", "redis", "socketio"),
     # The purge of old chats and orphans: the store's ports, the upload folder, and where
     # the file handoff keeps its transcripts.
     "chatd.retention": (
         "chatd.config", "chatd.core", "chatd.files", "chatd.handoff.service", "chatd.tasks",
-        "aiohttp",
+        "aiohttp", "chatd.objects",
     ),
     # The command line; handoff and simulate have their own cli modules.
     "chatd.cli": (
         "chatd.accounts", "chatd.app", "chatd.config", "chatd.core", "chatd.handoff.cli",
         "chatd.logs", "chatd.memory", "chatd.sim.cli", "chatd.store", "aiohttp", "argon2",
-        "uvloop", "chatd.retention", "chatd.erasure", "chatd.backup",
+        "uvloop", "chatd.retention", "chatd.erasure", "chatd.backup", "chatd.objects",
     ),
     # chatd backup and restore: a SQLite file (read and written with sqlite3 itself), the
     # upload folder and where the file handoff keeps its transcripts.
@@ -96,7 +103,7 @@ ALLOWED: dict[str, tuple[str, ...]] = {
     # A customer erased or exported: the store's ports, the upload folder, and where the
     # file handoff keeps its transcripts.
     "chatd.erasure": (
-        "chatd.config", "chatd.core", "chatd.files", "chatd.handoff.service",
+        "chatd.config", "chatd.core", "chatd.files", "chatd.handoff.service", "chatd.objects",
     ),
     "chatd.__main__": ("chatd.cli",),
 }

@@ -65,6 +65,11 @@ class DeskTaken(Exception):
     (SQLite): this one must not start (docs/scaling.md#one-desk-per-database)."""
 
 
+class ClusterError(Exception):
+    """This process cannot join a cluster as configured (e.g. Redis unreachable, or SQLite
+    with a Redis URL): it must not start (docs/scaling.md#running-several-processes)."""
+
+
 ERROR_CODES: tuple[str, ...] = (
     "bad_request",
     "unauthorized",

@@ -21,6 +21,7 @@ import asyncio
 import logging
 import re
 import uuid
+from collections.abc import AsyncIterator
 
 from aiohttp import hdrs, web
 from aiohttp.http import HttpVersion11
@@ -39,11 +40,11 @@ from ..core.errors import (
 )
 from ..core.models import Customer, Engineer, MessageKind, NewMessage, Sender, SessionState
 from ..core.ports import AttachmentRecord
-from ..core.ratelimit import KeyedLimiter
-from ..files import InsufficientStorage, UploadFolder
+from ..files import InsufficientStorage
+from ..objects import upload_folder
 from . import keys
 from .downloads import download, download_thumbnail
-from .http import address_key, error_response, request_token
+from .http import address_key, error_response, request_token, setup_shared_limits
 from .upload_body import Received, UploadTimedOut, _receive
 from .uploads import UPLOADS, Slot, Uploads, UploadSlots
 
@@ -62,13 +63,15 @@ ANNOUNCE_GRACE_SECONDS = 60.0
 
 def setup_attachments(app: web.Application, settings: Settings, clock: Clock) -> None:
     """Register the attachment routes and the upload folder on ``app``."""
+    shared = setup_shared_limits(app, settings, clock)  # in Redis with several processes
     uploads = Uploads(
-        folder=UploadFolder(settings.upload_dir, min_free_bytes=settings.upload_min_free_bytes),
-        limiter=KeyedLimiter(clock, settings.upload_rate, settings.upload_burst),
+        folder=upload_folder(settings),
+        limiter=shared.rate("upload", settings.upload_rate, settings.upload_burst),
         slots=UploadSlots(
             settings.upload_concurrent_per_session,
             settings.upload_concurrent_per_customer,
             settings.upload_concurrent_per_address,
+            limits=shared,
         ),
         max_bytes=settings.upload_max_bytes,
         session_max_count=settings.upload_session_max_count,
@@ -79,16 +82,18 @@ def setup_attachments(app: web.Application, settings: Settings, clock: Clock) ->
     )
     app[UPLOADS] = uploads
 
-    async def prepare_folder(app: web.Application) -> None:
-        removed = await asyncio.to_thread(uploads.folder.prepare)
-        if removed:
-            log.info("removed %d unfinished uploads", removed)
+    async def folder_life(app: web.Application) -> AsyncIterator[None]:
+        # A cleanup context set up before the store's: an object store that cannot be
+        # used (ObjectStoreUnavailable) stops the start before the desk is taken.
+        try:
+            await uploads.folder.start()
+        except BaseException:
+            await uploads.folder.aclose()
+            raise
+        yield
+        await uploads.folder.aclose()
 
-    async def close_folder(app: web.Application) -> None:
-        uploads.folder.close()
-
-    app.on_startup.append(prepare_folder)
-    app.on_cleanup.append(close_folder)
+    app.cleanup_ctx.append(folder_life)
     app.router.add_post(
         "/api/sessions/{session_id}/attachments", upload, expect_handler=expect_upload
     )
@@ -126,7 +131,7 @@ async def expect_upload(request: web.Request) -> web.StreamResponse | None:
 
 async def upload(request: web.Request) -> web.Response:
     uploads = request.app[UPLOADS]
-    desk = request.app[keys.DESK]
+    desk = request.app[keys.LINK]
     session_id = request.match_info["session_id"]
 
     upload_id = _upload_id(request)
@@ -135,7 +140,7 @@ async def upload(request: web.Request) -> web.Response:
         earlier = await _earlier_upload(request, actor, session_id, upload_id)
         if earlier is not None:
             return earlier
-    session = desk.session_for(actor, session_id)
+    session = await desk.session_for(actor, session_id)
     if session is None:
         await desk.find_session(actor, session_id)  # NotFound or Forbidden when not theirs
         raise SessionClosed("the chat has ended; files can no longer be added to it")
@@ -143,7 +148,9 @@ async def upload(request: web.Request) -> web.Response:
         raise Conflict("the session is not assigned yet")
     # Taken before the rate limit, so that an upload refused for want of a slot costs the
     # client none of its allowance; given back in every outcome below.
-    slot = uploads.slots.take(session_id, _uploader_key(actor), address_key(request.remote))
+    slot = await uploads.slots.acquire(
+        session_id, _uploader_key(actor), address_key(request.remote)
+    )
     if upload_id is not None:
         uploads.in_flight.add((session_id, upload_id))
         slot.on_release = lambda: uploads.in_flight.discard((session_id, upload_id))
@@ -159,7 +166,7 @@ async def _upload(
 ) -> web.Response:
     store = request.app[keys.STORE]
     uploads.folder.check_space()
-    if not uploads.limiter.take(hash_token(token)):
+    if not await uploads.allow_upload(hash_token(token)):
         raise RateLimited("too many uploads; wait a little before sending another file")
     count, used = await store.session_attachment_usage(session_id)
     if count >= uploads.session_max_count:
@@ -240,6 +247,9 @@ async def _publish(
         created_at=clock.now(),
     )
     try:
+        # Durable first (in the object store, when there is one): a recorded attachment
+        # can be served by every process, and only a durable one is acknowledged.
+        await uploads.folder.keep([record.stored_name, record.thumbnail_name])
         if upload_id is None:
             await store.add_attachment(
                 record, uploads.session_max_count, uploads.session_max_bytes
@@ -252,7 +262,7 @@ async def _publish(
                 await uploads.folder.remove([record.stored_name, record.thumbnail_name])
                 return await _answer_again(request, actor, first)
         try:
-            msg, fx = await request.app[keys.DESK].post_message(
+            msg, fx = await request.app[keys.LINK].post_message(
                 actor,
                 NewMessage(
                     id=str(uuid.uuid4()),
@@ -298,7 +308,7 @@ async def _earlier_upload(
     """The answer to an upload whose id the chat has seen: the first attempt's, or 409
     while it is still in progress here. None when the id is new to the chat."""
     if isinstance(actor, Engineer):
-        await request.app[keys.DESK].find_session(actor, session_id)  # theirs, or refused
+        await request.app[keys.LINK].find_session(actor, session_id)  # theirs, or refused
     uploads = request.app[UPLOADS]
     if (session_id, upload_id) in uploads.in_flight:
         raise _in_progress()
@@ -320,7 +330,7 @@ async def _answer_again(
         clock = request.app[keys.CLOCK]
         if clock.now() - first.created_at < ANNOUNCE_GRACE_SECONDS:
             raise _in_progress()
-        message, fx = await request.app[keys.DESK].post_message(
+        message, fx = await request.app[keys.LINK].post_message(
             actor,
             NewMessage(
                 id=str(uuid.uuid4()), session_id=first.session_id, ts=clock.now(),
@@ -356,7 +366,7 @@ async def _uploader(request: web.Request, session_id: str) -> tuple[Actor, str]:
     )
     if engineer is not None:
         return engineer, token
-    session = await request.app[keys.DESK].verify_resume_token(session_id, token)
+    session = await request.app[keys.LINK].verify_resume_token(session_id, token)
     return session.customer, token
 
 

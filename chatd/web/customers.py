@@ -49,7 +49,7 @@ async def erase(request: web.Request) -> web.Response:
     query = CustomerQuery.of(body.customer_id, body.email)
     store = request.app[keys.STORE]
     if body.force:
-        desk = request.app[keys.DESK]
+        desk = request.app[keys.LINK]
         emitter = request.app[keys.SOCKETS].emitter
         for session in await store.customer_sessions(query):
             if session.state not in OPEN:

@@ -3,7 +3,9 @@
 ``GET /api/attachments/{id}`` and ``.../thumbnail`` answer the session's customer (by
 resume token), its engineer and leads; everyone else gets 404, as if it did not exist
 (docs/attachments.md). :class:`StoredFileResponse` sends the already opened file, with
-ranges and a strong ETag, by sendfile where the loop can.
+ranges and a strong ETag: a file of the upload folder by sendfile where the loop can, an
+object of the object store (chatd/objects.py) streamed from a ranged GET, a chunk at a
+time; the headers and statuses are the same either way.
 """
 
 from __future__ import annotations
@@ -12,7 +14,6 @@ import asyncio
 import contextlib
 import logging
 import re
-from typing import BinaryIO
 
 from aiohttp import hdrs, web
 from aiohttp.abc import AbstractStreamWriter
@@ -21,7 +22,7 @@ from .. import accounts
 from ..core.desk import ResumeTokenExpired
 from ..core.errors import Forbidden, NotFound, Unauthorized
 from ..core.ports import AttachmentRecord
-from ..files import CHUNK_SIZE, content_disposition
+from ..files import StoredFile, content_disposition
 from . import keys
 from .http import request_token
 from .uploads import UPLOADS
@@ -74,7 +75,7 @@ async def _readable(request: web.Request) -> AttachmentRecord:
 
 
 async def _may_read(request: web.Request, record: AttachmentRecord, token: str) -> bool:
-    desk = request.app[keys.DESK]
+    desk = request.app[keys.LINK]
     engineer = await accounts.engineer_for_token(
         request.app[keys.STORE], request.app[keys.CLOCK], token
     )
@@ -98,16 +99,12 @@ async def _may_read(request: web.Request, record: AttachmentRecord, token: str) 
 async def _serve(
     request: web.Request, name: str, *, content_type: str, disposition: str, etag: str
 ) -> web.StreamResponse:
-    folder = request.app[UPLOADS].folder
-    opened = await asyncio.get_running_loop().run_in_executor(folder.io, folder.open, name)
-    if opened is None:
+    stored = await request.app[UPLOADS].folder.open_stored(name)
+    if stored is None:
         log.warning("stored file %s is missing or not a regular file", name)
         raise NotFound("no such attachment")
-    fobj, st = opened
     return StoredFileResponse(
-        fobj,
-        st.st_size,
-        st.st_mtime,
+        stored,
         etag=etag,
         headers={
             hdrs.CONTENT_TYPE: content_type,
@@ -120,28 +117,26 @@ async def _serve(
 
 
 class StoredFileResponse(web.StreamResponse):
-    """A file already opened (without following symlinks), with single-range requests,
-    ``If-None-Match`` and ``If-Range`` on its strong ETag (the SHA-256), sent with sendfile.
+    """A stored file already opened (a local one without following symlinks), with
+    single-range requests, ``If-None-Match`` and ``If-Range`` on its strong ETag (the
+    SHA-256); sent with sendfile when it is a local file, else streamed.
 
     aiohttp's FileResponse opens by path, which would follow a symlink swapped in between a
     check and the open; this one never holds a path at all.
     """
 
-    def __init__(
-        self, fobj: BinaryIO, size: int, mtime: float, *, etag: str, headers: dict[str, str]
-    ) -> None:
+    def __init__(self, stored: StoredFile, *, etag: str, headers: dict[str, str]) -> None:
         super().__init__(headers=headers)
-        self._fobj = fobj
-        self._size = size
-        self._mtime = mtime
+        self._stored = stored
+        self._size = stored.size
+        self._mtime = stored.mtime
         self._etag_value = etag
 
     async def prepare(self, request: web.BaseRequest) -> AbstractStreamWriter | None:
         try:
             return await self._send(request)
         finally:
-            with contextlib.suppress(OSError):
-                self._fobj.close()
+            self._stored.close()
 
     async def _send(self, request: web.BaseRequest) -> AbstractStreamWriter | None:
         size = self._size
@@ -179,27 +174,18 @@ class StoredFileResponse(web.StreamResponse):
         transport = request.transport
         if transport is None:
             raise ConnectionResetError("connection lost")
-        loop = asyncio.get_running_loop()
-        try:
-            await loop.sendfile(transport, self._fobj, start, count)
-        except NotImplementedError:
-            await self._copy(writer, start, count)
+        fileobj = self._stored.fileobj
+        sent = False
+        if fileobj is not None:
+            with contextlib.suppress(NotImplementedError):
+                await asyncio.get_running_loop().sendfile(transport, fileobj, start, count)
+                sent = True
+        if not sent:
+            async with contextlib.aclosing(self._stored.chunks(start, count)) as chunks:
+                async for chunk in chunks:
+                    await writer.write(chunk)
         await super().write_eof()
         return writer
-
-    async def _copy(self, writer: AbstractStreamWriter, start: int, count: int) -> None:
-        def read(offset: int, n: int) -> bytes:
-            self._fobj.seek(offset)
-            return self._fobj.read(n)
-
-        offset = start
-        while count > 0:
-            chunk = await asyncio.to_thread(read, offset, min(CHUNK_SIZE, count))
-            if not chunk:
-                break
-            await writer.write(chunk)
-            offset += len(chunk)
-            count -= len(chunk)
 
     async def _unsatisfiable(self, request: web.BaseRequest) -> AbstractStreamWriter | None:
         self.set_status(416)

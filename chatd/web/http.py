@@ -5,7 +5,7 @@ from __future__ import annotations
 import ipaddress
 import logging
 import re
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -19,8 +19,9 @@ from ..core.clock import Clock
 from ..core.desk import hash_token
 from ..core.errors import BadRequest, DeskError, Forbidden, RateLimited, TooLarge, Unauthorized
 from ..core.models import MAX_TEXT_LENGTH, Engineer, iso
-from ..core.ratelimit import AccountBackoff, KeyedLimiter, retry_after_seconds
+from ..core.ratelimit import retry_after_seconds
 from ..handoff.service import HANDOFF
+from ..limits import Backoff, RateLimit, SharedLimits, limits_from_settings
 from . import keys
 from . import schemas as s
 from .auth import (
@@ -273,18 +274,41 @@ def engineer_wire(engineer: Engineer) -> dict[str, Any]:
     }
 
 
-LOGIN_BACKOFF = web.AppKey("login_backoff", AccountBackoff)
+LOGIN_BACKOFF: web.AppKey[Backoff] = web.AppKey("login_backoff")
+LOGIN_RATE: web.AppKey[RateLimit] = web.AppKey("login_rate")
 PASSWORDS = web.AppKey("passwords", accounts.PasswordHashing)
+SHARED_LIMITS: web.AppKey[SharedLimits] = web.AppKey("shared_limits")
+
+
+def setup_shared_limits(app: web.Application, settings: Settings, clock: Clock) -> SharedLimits:
+    """The limits of ``app`` that hold across processes (chatd.limits): in Redis when
+    ``CHATD_REDIS_URL`` is set, else in this process; started and closed with ``app``.
+    Made once: later calls return the same. The Engine.IO server's per-address counts
+    move into them here (docs/security.md#several-processes)."""
+    shared = app.get(SHARED_LIMITS)
+    if shared is not None:
+        return shared
+    shared = app[SHARED_LIMITS] = limits_from_settings(settings, clock)
+    sockets = app.get(keys.SOCKETS)
+    if sockets is not None:
+        sockets.sio.eio.use_limits(shared)
+
+    async def running(app: web.Application) -> AsyncIterator[None]:
+        await shared.start()
+        yield
+        await shared.close()
+
+    app.cleanup_ctx.append(running)
+    return shared
 
 
 def setup_logins(app: web.Application, settings: Settings, clock: Clock) -> None:
     """The login limits and the password threads, created and stopped with ``app``
     (docs/security.md#logins)."""
-    app[keys.LOGIN_LIMITER] = KeyedLimiter(
-        clock, rate=0.5, burst=10, max_keys=settings.limiter_max_keys
-    )
-    app[LOGIN_BACKOFF] = AccountBackoff(
-        clock, settings.login_backoff_after, settings.login_backoff_max_seconds,
+    shared = setup_shared_limits(app, settings, clock)
+    app[LOGIN_RATE] = shared.rate("login", 0.5, 10, max_keys=settings.limiter_max_keys)
+    app[LOGIN_BACKOFF] = shared.backoff(
+        "login", settings.login_backoff_after, settings.login_backoff_max_seconds,
         max_keys=settings.limiter_max_keys,
     )
     passwords = accounts.PasswordHashing(settings.password_hash_workers)
@@ -297,16 +321,16 @@ def setup_logins(app: web.Application, settings: Settings, clock: Clock) -> None
 
 
 async def login(request: web.Request) -> web.Response:
-    limiter: KeyedLimiter = request.app[keys.LOGIN_LIMITER]
+    limiter = request.app[LOGIN_RATE]
     address = address_key(request.remote)
-    if not limiter.take(address):
+    if not await limiter.take(address):
         raise RateLimited("too many login attempts; wait a minute",
-                          retry_after=limiter.retry_after(address))
+                          retry_after=await limiter.retry_after(address))
     body = await json_body(request, s.Login)
     settings = request.app[keys.SETTINGS]
     backoff = request.app[LOGIN_BACKOFF]
     account = accounts.account_key(body.email)
-    wait = backoff.wait(account)
+    wait = await backoff.wait(account)
     if wait > 0:
         # Refused before the password is looked at: during a back-off even the right one
         # cannot tell a guesser anything.
@@ -318,13 +342,13 @@ async def login(request: web.Request) -> web.Response:
             settings.token_ttl_seconds, request.app[PASSWORDS],
         )
     except Unauthorized:
-        delay = backoff.failed(account)
+        delay = await backoff.failed(account)
         if delay > 0:
             log.warning("repeated failed logins: the account backs off for %.0f s", delay,
                         extra={"account": account if account.isprintable() else repr(account),
                                "client": request.remote})
         raise
-    backoff.succeeded(account)
+    await backoff.succeeded(account)
     log.info("engineer logged in", extra={"engineer_id": engineer.id})
     response = web.json_response(
         {"ok": True, "token": token, "engineer": engineer_wire(engineer),
@@ -363,7 +387,7 @@ async def healthz(request: web.Request) -> web.Response:
 
 async def readyz(request: web.Request) -> web.Response:
     role = request.app.get(keys.ROLE)
-    if role is not None and not role.leading:  # another process runs the desk
+    if role is not None and not role.serving:  # another process runs the desk
         return web.json_response({"status": "standby"}, status=503)
     if await request.app[keys.STORE].ready():
         return web.json_response({"status": "ready"})

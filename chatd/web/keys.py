@@ -10,7 +10,7 @@ from ..config import Settings
 from ..core.clock import Clock
 from ..core.desk import Desk
 from ..core.ports import Store
-from ..core.ratelimit import KeyedLimiter
+from .link import DeskLink
 
 if TYPE_CHECKING:
     from .role import DeskRole
@@ -20,6 +20,7 @@ SETTINGS = web.AppKey("settings", Settings)
 CLOCK = web.AppKey("clock", Clock)
 STORE = web.AppKey("store", Store)
 DESK = web.AppKey("desk", Desk)
+# The desk as handlers call it, in this process or in the one that runs it.
+LINK = web.AppKey("link", DeskLink)
 SOCKETS: web.AppKey[Sockets] = web.AppKey("sockets")
 ROLE: web.AppKey[DeskRole] = web.AppKey("role")
-LOGIN_LIMITER = web.AppKey("login_limiter", KeyedLimiter)

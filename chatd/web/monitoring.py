@@ -107,6 +107,8 @@ class Monitor:
         self.history.add(live.now, live.queue_length, live.oldest_wait)
         counts = await self.store.handoff_counts()
         self.metrics.handoffs.pending(counts.get("pending", 0))
+        # Posted through another process of a cluster: new connections here are told it.
+        self.banner = await self.store.status_banner()
 
     async def _sampler(self) -> None:
         while True:
@@ -221,7 +223,8 @@ async def metrics_view(request: web.Request) -> web.Response:
 
 async def stats_view(request: web.Request) -> web.Response:
     await _lead(request)
-    report = await request.app[MONITOR].stats(_clients(request.app))
+    # Made where the desk runs, whichever process is asked (docs/scaling.md).
+    report = await request.app[keys.LINK].extra("stats")
     return web.json_response({"ok": True, **report})
 
 
@@ -253,6 +256,13 @@ def setup_monitoring(app: web.Application, monitor: Monitor) -> None:
     app[MONITOR] = monitor
     app.middlewares.insert(0, monitor.metrics.upload_middleware())
     app[keys.SOCKETS].customers.greeting = monitor.greeting
+    link = app[keys.LINK]
+    link.clients = lambda: _clients(app)
+
+    async def stats() -> dict[str, Any]:
+        return await monitor.stats(link.all_clients())
+
+    link.extras["stats"] = stats
     if HANDOFF in app:
         handoff = app[HANDOFF]
         handoff.metrics.subscribe(monitor.metrics.handoffs)

@@ -129,3 +129,11 @@ class Manager(socketio.AsyncManager):  # type: ignore[misc]
                     pass  # it left meanwhile; the others still get the event
                 except Exception:
                     log.exception("sending %s to a member of %s failed", event, room)
+
+    async def membership(self, namespace: str, room: str, target: str, join: bool) -> None:
+        """Put the members of ``room`` into ``target`` (``join``), or take them out of it."""
+        for sid, _ in list(self.get_participants(namespace, room)):
+            if join:
+                await self.server.enter_room(sid, target, namespace=namespace)
+            else:
+                await self.server.leave_room(sid, target, namespace=namespace)

@@ -1,5 +1,7 @@
 """Whether this process runs the desk: the desk's lease, standing by, taking over
-(docs/design.md#one-desk-per-database).
+(docs/design.md#one-desk-per-database). In a cluster (``CHATD_REDIS_URL``) a process that
+does not run the desk serves its clients all the same, through the one that does
+(chatd.web.link, docs/design.md#several-processes), and takes the desk over in the same way.
 
 One process per database runs the desk (the queue, offers, timers, the handoff worker) and
 serves clients. It holds the store's desk lease, renews it, and its writes carry the lease's
@@ -65,8 +67,10 @@ class DeskRole:
         standby_possible: bool,
         lead: Callable[[], Awaitable[None]],
         on_lost: Callable[[], None],
+        clustered: bool = False,
     ) -> None:
         self.lease = lease
+        self.clustered = clustered
         self.seconds = seconds
         self.standby_possible = standby_possible
         self._lead_desk = lead
@@ -74,6 +78,12 @@ class DeskRole:
         self.leading = False
         self.term: int | None = None
         self._tasks: list[asyncio.Task[None]] = []
+
+    @property
+    def serving(self) -> bool:
+        """Whether clients may be served here: when this process runs the desk, or, in a
+        cluster (Redis), always: their calls go to the process that runs it."""
+        return self.leading or self.clustered
 
     @property
     def poll(self) -> float:
@@ -88,7 +98,8 @@ class DeskRole:
             return
         if not self.standby_possible:
             raise DeskTaken(self.lease.describe())
-        log.info("standing by: another chatd process runs the desk")
+        log.info("serving for the desk another chatd process runs" if self.clustered
+                 else "standing by: another chatd process runs the desk")
         self._tasks.append(asyncio.create_task(self._stand_by(), name="chatd-standby"))
 
     async def stop(self) -> None:
@@ -146,7 +157,7 @@ def standby_middleware(role: DeskRole) -> Callable[..., Awaitable[web.StreamResp
     async def standby(
         request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
     ) -> web.StreamResponse:
-        if role.leading or request.path in STANDBY_PATHS:
+        if role.serving or request.path in STANDBY_PATHS:
             return await handler(request)
         return web.json_response(
             {"ok": False, "error": {

@@ -22,7 +22,6 @@ from ..core.desk import (
     CUSTOMER_NS,
     ENGINEER_NS,
     ENGINEERS_ROOM,
-    Desk,
     Outbound,
     customer_room,
     engineer_room,
@@ -32,10 +31,12 @@ from ..core.effects import QUEUE_ROOM, Membership
 from ..core.errors import DeskError, Forbidden, RateLimited, TooLarge, Unauthorized
 from ..core.models import Customer, Engineer, EngineerStatus, Message
 from ..core.ports import AccountStore
-from ..core.ratelimit import KeyedLimiter, TokenBucket
+from ..core.ratelimit import TokenBucket
+from ..limits import LocalLimits, RateLimit, SharedLimits
 from ..tasks import cancel_and_wait
 from . import schemas as s
 from .auth import cookie_token, customer_from_jwt, guest_customer, is_same_origin
+from .link import DeskLink
 from .transport import _JSON, Manager, Packet, Server, TransportLimits
 
 log = logging.getLogger(__name__)
@@ -85,13 +86,11 @@ class Emitter:
     async def emit(self, effects: list[Outbound], origin: str | None = None) -> None:
         for fx in effects:
             if isinstance(fx, Membership):
-                # A chat's customer connections join or leave a room (the board's).
-                ns = "/" + fx.namespace
-                for sid, _ in list(self.sio.manager.get_participants(ns, fx.room)):
-                    if fx.payload["join"]:
-                        await self.sio.enter_room(sid, fx.payload["room"], namespace=ns)
-                    else:
-                        await self.sio.leave_room(sid, fx.payload["room"], namespace=ns)
+                # A chat's customer connections join or leave a room (the board's), in
+                # every process.
+                await self.sio.manager.membership(
+                    "/" + fx.namespace, fx.room, fx.payload["room"], fx.payload["join"]
+                )
                 continue
             await self.sio.emit(
                 fx.event,
@@ -106,25 +105,23 @@ class BaseNamespace(socketio.AsyncNamespace):  # type: ignore[misc]
     """Dispatches ``a:b`` event names through a table, with validation and error mapping."""
 
     def __init__(
-        self, namespace: str, desk: Desk, clock: Clock, limits: Limits, emitter: Emitter
+        self, namespace: str, desk: DeskLink, clock: Clock, limits: Limits, emitter: Emitter
     ) -> None:
         super().__init__(namespace)
         self.desk = desk
         self.clock = clock
         self.limits = limits
         self.emitter = emitter
-        self.connect_limiter = KeyedLimiter(clock, limits.connect_rate, limits.connect_burst)
-        # Messages (and chat requests) per person across all their connections, keyed by
-        # customer or engineer id: opening more sockets does not buy a higher rate.
-        self.message_limiter = KeyedLimiter(
-            clock, limits.message_rate, limits.message_burst, max_keys=limits.limiter_max_keys
-        )
+        self.connect_limiter: RateLimit
+        self.message_limiter: RateLimit
+        self.use_limits(LocalLimits(clock))
         self.event_buckets: dict[str, TokenBucket] = {}  # every event, per connection
         # Shared by both namespaces (Sockets sets one bucket on each).
         self.history_budget = TokenBucket(
             clock, limits.history_rate_total, 2 * limits.history_rate_total
         )
         self.handlers: dict[str, tuple[type[Any], Handler]] = {}
+        self.conns: dict[str, Any] = {}
 
     async def trigger_event(self, event: str, *args: Any) -> Any:
         if event == "connect":
@@ -137,6 +134,10 @@ class BaseNamespace(socketio.AsyncNamespace):  # type: ignore[misc]
             except socketio.exceptions.ConnectionRefusedError:
                 self.event_buckets.pop(sid, None)
                 raise
+            except DeskError as exc:  # e.g. unavailable: the desk is changing hands
+                self.event_buckets.pop(sid, None)
+                self.conns.pop(sid, None)  # counted nowhere: the link undid its count
+                raise _refuse(exc.code, exc.message) from None
             except Exception:
                 self.event_buckets.pop(sid, None)
                 log.exception("connect failed")
@@ -185,14 +186,28 @@ class BaseNamespace(socketio.AsyncNamespace):  # type: ignore[misc]
     async def on_disconnect(self, sid: str) -> None:
         raise NotImplementedError
 
-    def _limit_messages(self, person_id: str) -> None:
-        if not self.message_limiter.take(person_id):
+    def use_limits(self, shared: SharedLimits) -> None:
+        """Count connects per address and messages per person in ``shared`` (in Redis, for
+        every process together); before the first client."""
+        name = self.namespace.strip("/")
+        self.connect_limiter = shared.rate(
+            f"connect:{name}", self.limits.connect_rate, self.limits.connect_burst
+        )
+        # Messages (and chat requests) per person across all their connections, keyed by
+        # customer or engineer id: opening more sockets does not buy a higher rate.
+        self.message_limiter = shared.rate(
+            f"message:{name}", self.limits.message_rate, self.limits.message_burst,
+            max_keys=self.limits.limiter_max_keys,
+        )
+
+    async def _limit_messages(self, person_id: str) -> None:
+        if not await self.message_limiter.take(person_id):
             raise RateLimited("too many messages; slow down")
 
-    def _check_connect_rate(self, environ: dict[str, Any]) -> None:
+    async def _check_connect_rate(self, environ: dict[str, Any]) -> None:
         request = environ.get("aiohttp.request")
         addr = (request.remote if request is not None else None) or "unknown"
-        if not self.connect_limiter.take(addr):
+        if not await self.connect_limiter.take(addr):
             raise _refuse("rate_limited", "too many connections; try again shortly")
 
 
@@ -220,7 +235,7 @@ class CustomerConn:
 
 
 class CustomerNamespace(BaseNamespace):
-    def __init__(self, desk: Desk, clock: Clock, limits: Limits, emitter: Emitter) -> None:
+    def __init__(self, desk: DeskLink, clock: Clock, limits: Limits, emitter: Emitter) -> None:
         super().__init__("/" + CUSTOMER_NS, desk, clock, limits, emitter)
         self.conns: dict[str, CustomerConn] = {}
         # What a widget hears as it connects (the status banner); set by create_app.
@@ -237,7 +252,7 @@ class CustomerNamespace(BaseNamespace):
         }
 
     async def on_connect(self, sid: str, environ: dict[str, Any], auth: Any) -> bool:
-        self._check_connect_rate(environ)
+        await self._check_connect_rate(environ)
         try:
             creds = s.convert(auth, s.CustomerAuth)
         except msgspec.ValidationError as exc:
@@ -271,14 +286,18 @@ class CustomerNamespace(BaseNamespace):
         if session_id in conn.sessions:
             return
         conn.sessions[session_id] = owner
-        self.desk.customer_connected(session_id)
+        try:
+            waiting = await self.desk.customer_connected(session_id)
+        except DeskError:
+            del conn.sessions[session_id]  # not counted: the link undid it
+            raise
         if self.conns.get(sid) is not conn:
             # The client left while its request was in flight: the chat stays, and waits out
             # the grace period like any other chat whose customer went away.
             self.desk.customer_disconnected(session_id)
             return
         await self.enter_room(sid, customer_room(session_id))
-        if self.desk.waiting(session_id):
+        if waiting:
             await self.enter_room(sid, QUEUE_ROOM)
 
     async def on_disconnect(self, sid: str) -> None:
@@ -298,7 +317,7 @@ class CustomerNamespace(BaseNamespace):
         conn = self._conn(sid)
         if conn.customer is None:
             raise Unauthorized("start a new chat with a customer token or guest details")
-        self._limit_messages(conn.customer.id)
+        await self._limit_messages(conn.customer.id)
         session, token, fx = await self.desk.request_chat(
             conn.customer, p.topic, p.severity, p.message, p.client_msg_id, p.request_id
         )
@@ -307,7 +326,7 @@ class CustomerNamespace(BaseNamespace):
         return {
             "session": session,
             "resume_token": token,
-            "engineers_online": self.desk.engineers_online(),
+            "engineers_online": await self.desk.engineers_online(),
         }
 
     async def session_resume(self, sid: str, p: s.CustomerResume) -> dict[str, Any]:
@@ -320,7 +339,7 @@ class CustomerNamespace(BaseNamespace):
 
     async def message_send(self, sid: str, p: s.MessageSend) -> dict[str, Any]:
         actor = self._conn(sid).actor(p.session_id)
-        self._limit_messages(actor.id)
+        await self._limit_messages(actor.id)
         msg, created, fx = await self.desk.send_message(
             actor, p.session_id, p.client_msg_id, p.body
         )
@@ -329,7 +348,9 @@ class CustomerNamespace(BaseNamespace):
 
     async def typing(self, sid: str, p: s.Typing) -> dict[str, Any]:
         conn = self._conn(sid)
-        await self.emitter.emit(self.desk.typing(conn.actor(p.session_id), p.session_id, p.typing))
+        await self.emitter.emit(
+            await self.desk.typing(conn.actor(p.session_id), p.session_id, p.typing)
+        )
         return {}
 
     async def message_read(self, sid: str, p: s.MessageRead) -> dict[str, Any]:
@@ -340,7 +361,7 @@ class CustomerNamespace(BaseNamespace):
 
     async def escalation(self, sid: str, p: s.EscalationRequest) -> dict[str, Any]:
         actor = self._conn(sid).actor(p.session_id)
-        self._limit_messages(actor.id)
+        await self._limit_messages(actor.id)
         msg, fx = await self.desk.escalate(actor, p.session_id, p.kind, p.phone, p.note)
         await self.emitter.emit(fx, sid)
         return {"message": msg.to_wire()}
@@ -363,7 +384,7 @@ class EngineerConn:
 
 
 class EngineerNamespace(BaseNamespace):
-    def __init__(self, desk: Desk, clock: Clock, limits: Limits, emitter: Emitter,
+    def __init__(self, desk: DeskLink, clock: Clock, limits: Limits, emitter: Emitter,
                  accounts: AccountStore) -> None:
         super().__init__("/" + ENGINEER_NS, desk, clock, limits, emitter)
         self.accounts = accounts  # engineers' tokens, checked at connect
@@ -382,7 +403,7 @@ class EngineerNamespace(BaseNamespace):
         }
 
     async def on_connect(self, sid: str, environ: dict[str, Any], auth: Any) -> bool:
-        self._check_connect_rate(environ)
+        await self._check_connect_rate(environ)
         try:
             creds = s.convert(auth, s.EngineerAuth)
         except msgspec.ValidationError as exc:
@@ -405,7 +426,7 @@ class EngineerNamespace(BaseNamespace):
             return True
         await self.enter_room(sid, engineer_room(engineer.id))
         await self.enter_room(sid, ENGINEERS_ROOM)
-        me = self.desk.engineer_connected(engineer)
+        me = await self.desk.engineer_connected(engineer)
         await self.emit("engineer:status", {**me, "reason": "connected"}, to=sid)
         return True
 
@@ -436,7 +457,7 @@ class EngineerNamespace(BaseNamespace):
         conn = self.conns.pop(sid, None)
         if conn is None or conn.watch:
             return
-        await self.emitter.emit(await self.desk.engineer_disconnected(conn.engineer.id))
+        await self.emitter.emit(await self.desk.engineer_disconnected(conn.engineer))
 
     def _conn(self, sid: str) -> EngineerConn:
         conn = self.conns.get(sid)
@@ -464,7 +485,7 @@ class EngineerNamespace(BaseNamespace):
         return {"engineer": me}
 
     async def snapshot(self, sid: str, p: s.Empty) -> dict[str, Any]:
-        return self.desk.snapshot(self._conn(sid).engineer)
+        return await self.desk.snapshot(self._conn(sid).engineer)
 
     async def accept(self, sid: str, p: s.SessionRef) -> dict[str, Any]:
         conn = self._conn(sid)
@@ -484,7 +505,7 @@ class EngineerNamespace(BaseNamespace):
 
     async def message_send(self, sid: str, p: s.MessageSend) -> dict[str, Any]:
         conn = self._conn(sid)
-        self._limit_messages(conn.engineer.id)
+        await self._limit_messages(conn.engineer.id)
         msg, created, fx = await self.desk.send_message(
             conn.engineer, p.session_id, p.client_msg_id, p.body
         )
@@ -493,7 +514,7 @@ class EngineerNamespace(BaseNamespace):
 
     async def typing(self, sid: str, p: s.Typing) -> dict[str, Any]:
         conn = self._conn(sid)
-        await self.emitter.emit(self.desk.typing(conn.engineer, p.session_id, p.typing))
+        await self.emitter.emit(await self.desk.typing(conn.engineer, p.session_id, p.typing))
         return {}
 
     async def message_read(self, sid: str, p: s.MessageRead) -> dict[str, Any]:
@@ -519,7 +540,7 @@ class Sockets:
 
     def __init__(
         self,
-        desk: Desk,
+        desk: DeskLink,
         clock: Clock,
         limits: Limits,
         allowed_origins: list[str] | Callable[[str | None, dict[str, Any]], bool],
@@ -528,6 +549,7 @@ class Sockets:
         tick_interval: float = 0.25,
         token_check_interval: float = 2.0,
         transport: TransportLimits | None = None,
+        client_manager: Manager | None = None,
     ) -> None:
         self.sio = Server(
             async_mode="aiohttp",
@@ -539,7 +561,8 @@ class Sockets:
             clock=clock,
             serializer=Packet,
             json=_JSON,
-            client_manager=Manager(),
+            # Several processes: python-socketio's Redis manager (chatd.cluster.manager).
+            client_manager=client_manager or Manager(),
             # Only our two namespaces: the default "/" would accept clients and answer nothing.
             namespaces=["/" + CUSTOMER_NS, "/" + ENGINEER_NS],
             logger=False,
@@ -559,19 +582,26 @@ class Sockets:
         self._tasks: list[asyncio.Task[None]] = []
 
     def start(self) -> None:
-        self._tasks = [
-            asyncio.create_task(self._tick_loop(), name="chatd-desk-ticker"),
-            asyncio.create_task(self._token_loop(), name="chatd-token-sweeper"),
-        ]
+        """Every process: close the connections of revoked engineer tokens."""
+        self._tasks.append(asyncio.create_task(self._token_loop(), name="chatd-token-sweeper"))
+
+    def lead(self) -> None:
+        """The process that runs the desk: its clock (offers, grace periods, alerts)."""
+        self._tasks.append(asyncio.create_task(self._tick_loop(), name="chatd-desk-ticker"))
 
     async def stop(self) -> None:
         await cancel_and_wait(*self._tasks)
         self._tasks = []
 
+    def use_limits(self, shared: SharedLimits) -> None:
+        """The namespaces' per-address and per-person limits in ``shared``."""
+        self.customers.use_limits(shared)
+        self.engineers.use_limits(shared)
+
     async def _tick_loop(self) -> None:
         while True:
             try:
-                await self.emitter.emit(await self.desk.tick())
+                await self.emitter.emit(await self.desk.desk.tick())
             except asyncio.CancelledError:
                 raise
             except Exception:  # keep the desk's clock running whatever one tick hit

@@ -21,7 +21,7 @@ from tests.browser.helpers import (
     request_chat,
     w,
 )
-from tests.cluster import Cluster, cluster
+from tests.cluster import Cluster, Trio, cluster, trio
 
 pytestmark = pytest.mark.slow
 
@@ -73,4 +73,61 @@ async def test_the_chat_goes_on_after_a_failover(lb: Cluster, browser: Browser) 
         "Hi Carol, which pipeline?", "Still here",
     ]
     assert await pane.locator(".msg--other", has_text="Sent during the failover").count() == 1
+    await expect(page.locator(w(".msg--pending"))).to_have_count(0)
+
+
+@pytest.fixture
+async def lb3(tmp_path: Path, database_url: str) -> AsyncIterator[Trio]:
+    async with trio(tmp_path, database_url,
+                    engineers=[("dana@vendor.example", "Dana Engineer")],
+                    password=PASSWORD, lb=True) as t:
+        yield t
+
+
+async def test_several_processes_lose_two_and_the_chat_goes_on(
+    lb3: Trio, browser: Browser
+) -> None:
+    """Three processes with Redis behind HAProxy (docs/scaling.md#running-several-processes):
+    the one running the desk is killed, then another; the widget and the console end up on
+    the last one, which took the desk over, and nothing is lost or doubled."""
+    _, console = await new_page(browser, width=1440, height=900)
+    await console.goto(lb3.url + "/console/")
+    await console.get_by_label("Email").fill("dana@vendor.example")
+    await console.get_by_label("Password").fill(PASSWORD)
+    await console.get_by_role("button", name="Sign in").click()
+    await expect(console.locator(".conn")).to_have_text("Connected")
+    await console.get_by_role("switch").click()
+    await expect(console.get_by_role("switch")).to_have_attribute("aria-checked", "true")
+
+    _, page = await new_page(browser)
+    await page.goto(lb3.url + "/demo/")
+    await request_chat(page, "Carol Customer", "Builds fail")
+    await accept_offer(console, "Carol Customer")
+    await engineer_says(console, "Hi Carol, which pipeline?")
+    await customer_says(page, "The nightly one")
+
+    first = await lb3.leader()
+    first.kill9()
+    composer = page.locator(w(".composer textarea"))
+    await composer.fill("Sent after the first kill")
+    await composer.press("Enter")
+    pane = console.locator(".pane:not([hidden])")
+    await expect(pane.locator(".msg--other").last).to_contain_text(
+        "Sent after the first kill", timeout=30_000)
+
+    second = await lb3.leader()
+    assert second is not first
+    second.kill9()
+    box = pane.locator(".composer textarea")
+    await box.fill("Still here")
+    await box.press("Enter")
+    await expect(pane.locator(".msg--own.msg--stored").last).to_contain_text(
+        "Still here", timeout=30_000)
+    await expect(page.locator(w(".msg--other")).last).to_contain_text(
+        "Still here", timeout=30_000)
+    await customer_says(page, "Thanks")
+    assert await bodies(page, w(".msg--other .msg__body")) == [
+        "Hi Carol, which pipeline?", "Still here",
+    ]
+    assert await pane.locator(".msg--other", has_text="Sent after the first kill").count() == 1
     await expect(page.locator(w(".msg--pending"))).to_have_count(0)

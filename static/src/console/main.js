@@ -8,7 +8,9 @@ import { CONSOLE_STRINGS } from '../shared/i18n-console.js';
 import { formatBytes } from '../shared/text.js';
 import { ThreadView } from '../shared/thread.js';
 import { showSignIn } from '../shared/signin.js';
-import { uploadFileRetrying, requestJson, connectErrorCode, call, TRANSIENT } from '../shared/http.js';
+import {
+  uploadFileRetrying, requestJson, connectErrorCode, call, TRANSIENT, catchUpOnResync,
+} from '../shared/http.js';
 
 // The console's language: `data-chatd-lang` on <html>, else the browser's (docs/console.md).
 const LANG = pageLanguage();
@@ -26,6 +28,7 @@ function mmss(seconds) {
 // queue:alert levels the bar shows, from the earliest sign to the worst: the desk predicts a
 // wait past the target, a customer has waited past the warning, past the target.
 const ALERT_LEVELS = ['predicted', 'warning', 'breach'];
+// queue:snapshot and session:resume rounds after a session:resync (docs/protocol.md#resync).
 
 /** A threshold in words: "5 min", "1 min 30 s", "45 s". */
 function minutes(seconds) {
@@ -261,6 +264,8 @@ class Chat {
     return n;
   }
 
+  /** Fetches what was missed since the last message without a gap. Resolves false when a
+   * transient error (no answer, the desk changing hands) stopped it. */
   async resume() {
     let after = this.contiguousSeq();
     for (let round = 0; round < 50; round += 1) {
@@ -273,7 +278,7 @@ class Chat {
           continue;
         }
         if (code === 'forbidden') this.setClosed('transferred');
-        return;
+        return !TRANSIENT.has(code);
       }
       this.applySession(res.session);
       for (const m of res.messages) this.add(m, false);
@@ -281,6 +286,7 @@ class Chat {
       after = res.messages[res.messages.length - 1].seq;
     }
     this.flush();
+    return true;
   }
 
   applySession(session) {
@@ -347,7 +353,11 @@ class Chat {
         const code = res.error && res.error.code;
         if (TRANSIENT.has(code)) {
           this.thread.setPendingStatus(item.cid, T.failed, true);
-          if (code === 'rate_limited' || code === 'internal') setTimeout(() => this.flush(), 1500);
+          // `unavailable` too: a process of a cluster answers it while the desk changes
+          // hands, its connection staying up (docs/scaling.md#running-several-processes).
+          if (code === 'rate_limited' || code === 'internal' || code === 'unavailable') {
+            setTimeout(() => this.flush(), code === 'unavailable' ? 1000 : 1500);
+          }
           break;
         }
         this.outbox.shift();
@@ -591,6 +601,7 @@ class ConsoleApp {
     });
     socket.on('status:update', (p) => this.showBanner(p && p.banner ? String(p.banner) : ''));
     socket.on('queue:alert', (p) => this.showAlert(p));
+    socket.on('session:resync', () => this.onResync());
   }
 
   async checkLogin() {
@@ -620,20 +631,42 @@ class ConsoleApp {
     this.connected = true;
     this.connPill.textContent = T.connected;
     this.connPill.className = 'conn conn--up';
-    await this.refreshSnapshot();
+    await this.catchUp();
+  }
+
+  /** Reads again what events would have told meanwhile: the queue, this engineer's status
+   * and offers (queue:snapshot), new chats of theirs, and each open chat's messages.
+   * Resolves false when a transient error left some of it unread. */
+  async catchUp() {
+    const snapshot = await this.refreshSnapshot();
     const mine = new Set((this.snapshotSessions || []).map((s) => s.id));
     for (const s of this.snapshotSessions || []) {
       if (!this.chats.has(s.id)) this.openChat(s, [], false);
     }
+    const resumed = [];
     for (const chat of this.chats.values()) {
-      if (!chat.closed || mine.has(chat.id)) chat.resume();
+      if (!chat.closed || mine.has(chat.id)) resumed.push(chat.resume());
     }
     if (!this.activeId && this.order.length) this.activate(this.order[0]);
+    return snapshot && (await Promise.all(resumed)).every(Boolean);
   }
 
+  /**
+   * The server says events on their way here may have been lost (docs/protocol.md#resync):
+   * catch up as after a reconnect. A resync that comes while one is running makes one more
+   * round, not a second one alongside; each chat shows a message once whatever comes twice.
+   * The server may still be finding its way back to the desk: a transient error is tried
+   * again a few times, a second more apart each time.
+   */
+  onResync() {
+    this.resync ||= catchUpOnResync(() => this.catchUp(), () => this.connected);
+    return this.resync();
+  }
+
+  /** Resolves false when the snapshot could not be read. */
   async refreshSnapshot() {
     const snap = await call(this.socket, 'queue:snapshot', {});
-    if (!snap.ok) return;
+    if (!snap.ok) return false;
     this.queue = snap.queue || [];
     this.queueAt = Date.now();
     this.engineers = snap.engineers || [];
@@ -648,6 +681,7 @@ class ConsoleApp {
     }
     for (const id of [...this.offers.keys()]) if (!live.has(id)) this.removeOffer(id);
     this.renderQueue();
+    return true;
   }
 
   scheduleSnapshot() {

@@ -385,6 +385,9 @@ class MonitorApp {
     socket.on('queue:update', (p) => this.onQueueUpdate(p));
     socket.on('queue:alert', (p) => this.onAlert(p, true));
     socket.on('status:update', (p) => this.renderBanner(p));
+    // Events on their way here may have been lost (docs/protocol.md#resync): the stats
+    // answer has the queue, the alert and the banner as they are now.
+    socket.on('session:resync', () => this.refreshSoon());
   }
 
   setConn(up) {

@@ -105,3 +105,37 @@ export function call(socket, event, data, timeoutMs = 10_000) {
 }
 
 export const TRANSIENT = new Set(['timeout', 'disconnected', 'rate_limited', 'internal', 'unavailable']);
+
+/** Tries of a catch-up after `session:resync`, a second more apart each (docs/protocol.md#resync). */
+export const RESYNC_TRIES = 5;
+
+/**
+ * A catch-up to run when the server says events may have been lost (docs/protocol.md#resync):
+ * `attempt()` (resolving true once done) is tried again after 1 s, 2 s… up to RESYNC_TRIES
+ * times while `live()`, then `after()` runs. A call while one runs makes one more round
+ * afterwards, not a second one alongside.
+ */
+export function catchUpOnResync(attempt, live, after = async () => {}) {
+  let running = false;
+  let again = false;
+  return async () => {
+    if (running) {
+      again = true;
+      return;
+    }
+    running = true;
+    try {
+      do {
+        again = false;
+        for (let n = 1; ; n += 1) {
+          if (!live()) return;
+          if ((await attempt()) || n >= RESYNC_TRIES) break;
+          await new Promise((resolve) => setTimeout(resolve, n * 1000));
+        }
+        await after();
+      } while (again);
+    } finally {
+      running = false;
+    }
+  };
+}

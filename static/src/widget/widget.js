@@ -7,7 +7,7 @@ import { STRINGS, pickLanguage, waitText } from '../shared/i18n.js';
 import { formatBytes } from '../shared/text.js';
 import { ThreadView } from '../shared/thread.js';
 import {
-  uploadFileRetrying, requestJson, saveBlob, connectErrorCode, call, TRANSIENT,
+  uploadFileRetrying, requestJson, saveBlob, connectErrorCode, call, TRANSIENT, catchUpOnResync,
 } from '../shared/http.js';
 
 const ICON_CHAT = 'M4 4h16a2 2 0 0 1 2 2v10a2 2 0 0 1-2 2H9l-5 4v-4a2 2 0 0 1-2-2V6a2 2 0 0 1 2-2z';
@@ -740,6 +740,7 @@ export class Widget {
     socket.on('typing', (p) => this.onTyping(p));
     socket.on('message:read', (p) => this.onRead(p));
     socket.on('status:update', (p) => this.onStatus(p));
+    socket.on('session:resync', () => this.onResync());
   }
 
   onStatus(p) {
@@ -800,15 +801,39 @@ export class Widget {
       }
       return;
     }
-    if (code === 'rate_limited' || code === 'internal') {
+    if (code === 'rate_limited' || code === 'internal' || code === 'unavailable') {
+      // Refused by the server: the client does not try again by itself. `unavailable` is a
+      // process of a cluster while the desk changes hands: sooner.
       setTimeout(() => {
         if (this.wantConnection && !this.socket.connected) this.socket.connect();
-      }, 3000);
+      }, code === 'unavailable' ? 1000 : 3000);
     }
     if (this.creds && !this.isEnded()) {
       this.reconnecting = true;
       this.showBanner(navigator.onLine === false ? this.t.offline : this.t.reconnecting);
     }
+  }
+
+  /**
+   * The server says events on their way here may have been lost (docs/protocol.md#resync):
+   * catch up as after a reconnect, with the messages after the last one shown and the place
+   * in the queue. A resync that comes while one is running makes one more round, not a
+   * second one alongside; the thread shows each message once whatever comes twice. The
+   * server may still be finding its way back to the desk: a transient error is tried again
+   * a few times, a second more apart each time.
+   */
+  onResync() {
+    this.resync ||= catchUpOnResync(
+      () => this.resume(),
+      () => !!this.creds && this.connected,
+      async () => {
+        // The answer's session carries the place and the board number; this also says
+        // again how many engineers are online, which the lost boards would have told.
+        if (this.isQueued()) await this.askPosition();
+        this.flushOutbox();
+      },
+    );
+    return this.resync();
   }
 
   onBrowserOffline() {
@@ -828,9 +853,10 @@ export class Widget {
     this.socket.connect();
   }
 
-  /** Fetches what was missed since the last message without a gap, then live ones flow. */
+  /** Fetches what was missed since the last message without a gap, then live ones flow.
+   * Resolves false when a transient error (no answer, the desk changing hands) stopped it. */
   async resume() {
-    if (!this.creds) return;
+    if (!this.creds) return true;
     let after = this.contiguousSeq();
     for (let round = 0; round < 50; round += 1) {
       const res = await call(this.socket, 'session:resume', {
@@ -846,7 +872,7 @@ export class Widget {
           continue;
         }
         if (code === 'unauthorized' || code === 'not_found') this.onConnectError({ data: { code } });
-        return;
+        return !TRANSIENT.has(code);
       }
       this.applySession(res.session);
       let addedOther = false;
@@ -862,6 +888,7 @@ export class Widget {
       if (!res.more || res.messages.length === 0) break;
       after = res.messages[res.messages.length - 1].seq;
     }
+    return true;
   }
 
   contiguousSeq() {
@@ -1178,8 +1205,10 @@ export class Widget {
         const code = res.error && res.error.code;
         if (TRANSIENT.has(code)) {
           this.thread.setPendingStatus(item.cid, this.t.failed, true);
-          if (code === 'rate_limited' || code === 'internal') {
-            setTimeout(() => this.flushOutbox(), 1500);
+          // Sent again after a pause: also `unavailable`, which a process of a cluster
+          // answers while the desk changes hands, its connection staying up.
+          if (code === 'rate_limited' || code === 'internal' || code === 'unavailable') {
+            setTimeout(() => this.flushOutbox(), code === 'unavailable' ? 1000 : 1500);
           }
           break;
         }

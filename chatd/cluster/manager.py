@@ -1,0 +1,108 @@
+"""The Socket.IO room manager of a cluster: python-socketio's ``AsyncRedisManager`` with
+chatd's own room send (chatd.web.packets.Manager: one encode per event and room), room
+membership changes in every process, and a catch-up for clients after Redis comes back.
+
+Every emit is published once on Redis and sent by each process to its own members of the
+room. What Redis lost while it was away (or while this process could not reach it) never
+reaches them: when this process's subscription is back, each of its clients is told
+``session:resync`` and asks again for what it missed (docs/protocol.md#resync).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
+
+import socketio
+
+from ..core.desk import CUSTOMER_NS, ENGINEER_NS
+from ..tasks import cancel_and_wait
+from ..web.packets import Manager
+
+log = logging.getLogger(__name__)
+
+RESYNC = "session:resync"
+# Seconds between attempts to subscribe again once Redis went away (the library's own
+# back-off doubles up to a minute, which would leave clients without events that long).
+RETRY_SECONDS = 0.5
+
+
+class ClusterManager(socketio.AsyncRedisManager, Manager):  # type: ignore[misc]
+    """Redis fan-out with chatd's room send. Its ``resyncs`` counts the catch-ups."""
+
+    def __init__(self, url: str, channel: str) -> None:
+        super().__init__(url, channel=channel)
+        self.resyncs = 0
+        self.subscribed = asyncio.Event()
+        # Awaited before clients are told to catch up: until the desk's calls pass again
+        # (chatd.cluster.link), their session:resume would be refused.
+        self.ready_for_resync: Callable[[], Awaitable[None]] | None = None
+
+    def start(self) -> None:
+        """Subscribe now (the library would wait for the first client)."""
+        if not self.server.manager_initialized:
+            self.server.manager_initialized = True
+            self.initialize()
+
+    async def stop(self) -> None:
+        thread = getattr(self, "thread", None)
+        if thread is not None:
+            await cancel_and_wait(thread)
+        if self.redis is not None:
+            await self.redis.aclose()
+
+    async def membership(self, namespace: str, room: str, target: str, join: bool) -> None:
+        await Manager.membership(self, namespace, room, target, join)
+        await self._publish({
+            "method": "chatd_membership", "namespace": namespace, "room": room,
+            "target": target, "join": join, "host_id": self.host_id,
+        })
+
+    async def _listen(self) -> AsyncIterator[Any]:
+        async for raw in super()._listen():
+            try:
+                data = self.json.loads(raw)
+            except ValueError:
+                continue
+            if isinstance(data, dict) and data.get("method") == "chatd_membership":
+                if data.get("host_id") != self.host_id:
+                    await Manager.membership(
+                        self, data["namespace"], data["room"], data["target"], data["join"]
+                    )
+                continue
+            yield data
+
+    async def _redis_listen_with_retries(self) -> AsyncIterator[Any]:
+        """The library's loop, subscribing again every RETRY_SECONDS, and telling this
+        process's clients to catch up each time it is back."""
+        lost = False
+        while True:
+            try:
+                self._redis_connect()
+                await self.pubsub.subscribe(self.channel)
+                self.subscribed.set()
+                if lost:
+                    lost = False
+                    await self.resync()
+                async for message in self.pubsub.listen():
+                    yield message
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                if not lost:
+                    log.error("lost Redis; subscribing again every %.1f s: %s",
+                              RETRY_SECONDS, exc)
+                lost = True
+                self.subscribed.clear()
+                await asyncio.sleep(RETRY_SECONDS)
+
+    async def resync(self) -> None:
+        """Tell every client of this process that events may have been lost."""
+        self.resyncs += 1
+        if self.ready_for_resync is not None:
+            await self.ready_for_resync()
+        log.warning("Redis is back: this process's clients catch up (session:resync)")
+        for ns in (CUSTOMER_NS, ENGINEER_NS):
+            await Manager.emit(self, RESYNC, {}, namespace="/" + ns, room=None)
