@@ -291,7 +291,7 @@ async def _measure(
             results = await command(workers, [{
                 "cmd": "run", "start_at": start_at, "warmup": args.warmup,
                 "seconds": args.seconds, "body_size": args.body_size, "retry": retry,
-            }] * n, timeout=REPLY_TIMEOUT + args.warmup + args.seconds)
+            }] * n, timeout=REPLY_TIMEOUT + args.warmup + args.seconds + (30 if retry else 0))
         except BaseException:
             cpu.cancel()
             if commits is not None:

@@ -37,6 +37,7 @@ ENGINEER = "/engineer"
 ACK_TIMEOUT = 10.0
 SETUP_TIMEOUT = 60.0
 CONNECTS_AT_ONCE = 16
+RETRY_PAST = 30.0
 
 
 class Conn:
@@ -250,7 +251,11 @@ class Worker:
         n = 0
         t0 = 0.0
         again = False
-        while time.monotonic() < window_end:
+        # With ``retry`` a message refused at the window's end is still sent until it is
+        # acknowledged (for at most RETRY_PAST seconds more): its wait is the figure.
+        while time.monotonic() < window_end or (
+            again and time.monotonic() < window_end + RETRY_PAST
+        ):
             if not again:  # with ``retry``, a refused message goes again, same id
                 n += 1
                 t0 = time.monotonic()

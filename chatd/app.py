@@ -160,6 +160,7 @@ def create_app(
     app[keys.STORE] = store
     app[keys.DESK] = desk
     app[keys.LINK] = link
+    link.emit = sockets.emitter.emit
     app[keys.SOCKETS] = sockets
     # Per-address and per-person limits, in Redis when several processes share one
     # (docs/security.md#several-processes): the namespaces', and the Engine.IO server's.

@@ -124,12 +124,13 @@ class ClusterLink:
 
     # ------------------------------------------------------------------ outgoing
 
-    async def call(self, method: str, args: list[Any]) -> Any:
+    async def call(self, method: str, args: list[Any], origin: str | None = None) -> Any:
         call_id = f"{self.host}:{next(self._ids)}"
         fut: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
         self._pending[call_id] = fut
         self._out.put_nowait((self.desk_channel, _encode(
-            {"k": "call", "id": call_id, "host": self.host, "m": method, "a": args}
+            {"k": "call", "id": call_id, "host": self.host, "m": method, "a": args,
+             "o": origin}
         ), call_id))
         try:
             return await asyncio.wait_for(fut, self.call_timeout)
@@ -155,21 +156,28 @@ class ClusterLink:
             batch = [await self._out.get()]
             while not self._out.empty() and len(batch) < 500:
                 batch.append(self._out.get_nowait())
+            # One Redis message per channel for what was queued together (a JSON list, in
+            # order): the desk's process reads one instead of one per call.
+            by_channel: dict[str, list[bytes]] = {}
+            for channel, data, _ in batch:
+                by_channel.setdefault(channel, []).append(data)
             try:
                 pipe = self._redis.pipeline(transaction=False)
-                for channel, data, _ in batch:
-                    pipe.publish(channel, data)
-                heard = await pipe.execute()
+                for channel, items in by_channel.items():
+                    pipe.publish(channel, b"[" + b",".join(items) + b"]")
+                heard = dict(zip(by_channel, await pipe.execute(), strict=True))
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
                 log.warning("could not publish to Redis: %s", exc)
-                heard = [0] * len(batch)
+                heard = {}
                 await asyncio.sleep(0.1)
-            for (_, _, call_id), n in zip(batch, heard, strict=True):
-                if call_id is not None and not n:  # nobody runs the desk right now
-                    fut = self._pending.get(call_id)
-                    if fut is not None and not fut.done():
+            if self.desk_channel in by_channel and not heard.get(self.desk_channel):
+                # Nobody listens for the desk now (its process died, or a takeover is under
+                # way): no call on its way there will be answered. They fail now rather than
+                # at their timeout, and their clients try again.
+                for fut in self._pending.values():
+                    if not fut.done():
                         fut.set_exception(unavailable())
 
     async def _beat(self) -> None:
@@ -207,10 +215,17 @@ class ClusterLink:
 
     def _handle(self, channel: str, data: bytes) -> None:
         try:
-            msg = _decode(data)
-            kind = msg["k"]
-        except (msgspec.DecodeError, KeyError, TypeError):
+            batch = _decode(data)
+        except msgspec.DecodeError:
             return
+        for msg in batch if isinstance(batch, list) else ():
+            try:
+                self._handle_one(channel, msg)
+            except Exception:  # one bad message must not stop the others
+                log.exception("a desk message could not be handled")
+
+    def _handle_one(self, channel: str, msg: dict[str, Any]) -> None:
+        kind = msg.get("k")
         if kind == "reply":
             fut = self._pending.get(msg.get("id", ""))
             if fut is not None and not fut.done():
@@ -233,7 +248,11 @@ class ClusterLink:
     async def _answer(self, msg: dict[str, Any]) -> None:
         reply: dict[str, Any] = {"k": "reply", "id": msg.get("id")}
         try:
-            reply["r"] = await self.link.serve(str(msg.get("m")), list(msg.get("a") or []))
+            origin = msg.get("o")
+            reply["r"] = await self.link.serve(
+                str(msg.get("m")), list(msg.get("a") or []),
+                origin if isinstance(origin, str) else None,
+            )
             reply["ok"] = True
         except DeskError as exc:
             reply.update(ok=False, err=encode_error(exc))

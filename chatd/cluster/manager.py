@@ -36,6 +36,12 @@ class ClusterManager(socketio.AsyncRedisManager, Manager):  # type: ignore[misc]
         super().__init__(url, channel=channel)
         self.resyncs = 0
         self.subscribed = asyncio.Event()
+        # Published by one task, in order, what was queued meanwhile in one Redis message
+        # (a JSON list): an emit never waits for Redis. Each message starts with this
+        # process's id, so that its own coming back are dropped before they are decoded.
+        self._outbox: asyncio.Queue[bytes] = asyncio.Queue()
+        self._me = self.host_id.encode()
+        self._writer: asyncio.Task[None] | None = None
         # Awaited before clients are told to catch up: until the desk's calls pass again
         # (chatd.cluster.link), their session:resume would be refused.
         self.ready_for_resync: Callable[[], Awaitable[None]] | None = None
@@ -45,13 +51,61 @@ class ClusterManager(socketio.AsyncRedisManager, Manager):  # type: ignore[misc]
         if not self.server.manager_initialized:
             self.server.manager_initialized = True
             self.initialize()
+        if self._writer is None:
+            self._writer = asyncio.create_task(self._write(), name="chatd-redis-publish")
 
     async def stop(self) -> None:
-        thread = getattr(self, "thread", None)
-        if thread is not None:
-            await cancel_and_wait(thread)
+        await cancel_and_wait(getattr(self, "thread", None), self._writer)
         if self.redis is not None:
             await self.redis.aclose()
+
+    async def emit(
+        self, event: str, data: Any, namespace: str | None = None, room: str | None = None,
+        skip_sid: Any = None, callback: Any = None, to: str | None = None, **kwargs: Any,
+    ) -> None:
+        """The library's emit without its scan for binary data (chatd sends none): sent to
+        this process's members, and queued for the others."""
+        room = to or room
+        if callback is not None or kwargs.get("ignore_queue"):
+            await super().emit(event, data, namespace=namespace or "/", room=room,
+                               skip_sid=skip_sid, callback=callback, **kwargs)
+            return
+        message = {
+            "method": "emit", "event": event,
+            "data": list(data) if isinstance(data, tuple) else [data],
+            "binary": False, "namespace": namespace or "/", "room": room,
+            "skip_sid": skip_sid, "callback": None, "host_id": self.host_id,
+        }
+        await self._handle_emit(message)
+        await self._publish(message)
+
+    async def _publish(self, data: Any) -> None:
+        self._outbox.put_nowait(self.json.dumps(data).encode())
+
+    async def _write(self) -> None:
+        lost = False
+        while True:
+            batch = [await self._outbox.get()]
+            while not self._outbox.empty() and len(batch) < 500:
+                batch.append(self._outbox.get_nowait())
+            try:
+                if not getattr(self, "connected", False):
+                    self._redis_connect()
+                # One message on Redis for what was queued together: each process reads
+                # and parses one instead of one per event.
+                await self.redis.publish(self.channel, self._me + b"[" + b",".join(batch) + b"]")
+                lost = False
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                # What other processes missed meanwhile, their clients fetch when told to
+                # resync; this process's own were sent already.
+                if not lost:
+                    log.error("cannot publish to Redis; events are lost for the other"
+                              " processes until it is back: %s", exc)
+                lost = True
+                self.connected = False
+                await asyncio.sleep(RETRY_SECONDS)
 
     async def membership(self, namespace: str, room: str, target: str, join: bool) -> None:
         await Manager.membership(self, namespace, room, target, join)
@@ -61,18 +115,21 @@ class ClusterManager(socketio.AsyncRedisManager, Manager):  # type: ignore[misc]
         })
 
     async def _listen(self) -> AsyncIterator[Any]:
+        me, size = self._me, len(self._me)
         async for raw in super()._listen():
+            if raw[:size] == me:
+                continue  # this process's own: already sent to its members
             try:
-                data = self.json.loads(raw)
+                batch = self.json.loads(raw[size:])
             except ValueError:
                 continue
-            if isinstance(data, dict) and data.get("method") == "chatd_membership":
-                if data.get("host_id") != self.host_id:
+            for data in batch if isinstance(batch, list) else ():
+                if isinstance(data, dict) and data.get("method") == "chatd_membership":
                     await Manager.membership(
                         self, data["namespace"], data["room"], data["target"], data["join"]
                     )
-                continue
-            yield data
+                    continue
+                yield data
 
     async def _redis_listen_with_retries(self) -> AsyncIterator[Any]:
         """The library's loop, subscribing again every RETRY_SECONDS, and telling this

@@ -44,8 +44,9 @@ log = logging.getLogger(__name__)
 class Remote(Protocol):
     """The way to the process that runs the desk (chatd.cluster.link.ClusterLink)."""
 
-    async def call(self, method: str, args: list[Any]) -> Any:
-        """The encoded answer of ``method``; a DeskError raised there is raised here."""
+    async def call(self, method: str, args: list[Any], origin: str | None = None) -> Any:
+        """The encoded answer of ``method``; a DeskError raised there is raised here.
+        ``origin``: the connection that asked, for the effects emitted there."""
 
     def presence(self, customers: dict[str, int], engineers: dict[str, Any]) -> None:
         """Tell the desk this process's counts of these keys (in order with the calls)."""
@@ -152,6 +153,15 @@ SESSION, MAYBE_SESSION = _Data(Session), _Data(Session, optional=True)
 class Op:
     args: tuple[Codec, ...]
     result: Codec
+    # Where the answer's effects are (an index of its tuple, or ALL: the answer is them)
+    # when the desk's process emits them itself, as one process does, rather than sending
+    # them back to be emitted by the caller: one encoding and one trip through Redis fewer.
+    # The caller's own bookkeeping never depends on these (a new chat's rooms do: its
+    # effects go back to the caller).
+    emits: int | None = None
+
+
+ALL = -1
 
 
 # Every call a process that does not run the desk makes to the one that does.
@@ -160,23 +170,23 @@ OPS: dict[str, Op] = {
     "request_chat": Op((CUSTOMER, ANY, ANY, ANY, ANY, ANY), _Tuple((ANY, ANY, FX))),
     "engineers_online": Op((), ANY),
     "history": Op((ACTOR, ANY, ANY), _Tuple((ANY, MESSAGES, ANY))),
-    "send_message": Op((ACTOR, ANY, ANY, ANY), _Tuple((MESSAGE, ANY, FX))),
-    "post_message": Op((ACTOR, _Data(NewMessage)), _Tuple((MESSAGE, FX))),
-    "typing": Op((ACTOR, ANY, ANY), FX),
-    "mark_read": Op((ACTOR, ANY, ANY), FX),
-    "escalate": Op((ACTOR, ANY, ANY, ANY, ANY), _Tuple((MESSAGE, FX))),
-    "end": Op((ACTOR, ANY, ANY), _Tuple((ANY, FX))),
+    "send_message": Op((ACTOR, ANY, ANY, ANY), _Tuple((MESSAGE, ANY, FX)), emits=2),
+    "post_message": Op((ACTOR, _Data(NewMessage)), _Tuple((MESSAGE, FX)), emits=1),
+    "typing": Op((ACTOR, ANY, ANY), FX, emits=ALL),
+    "mark_read": Op((ACTOR, ANY, ANY), FX, emits=ALL),
+    "escalate": Op((ACTOR, ANY, ANY, ANY, ANY), _Tuple((MESSAGE, FX)), emits=1),
+    "end": Op((ACTOR, ANY, ANY), _Tuple((ANY, FX)), emits=1),
     "queue_position": Op((ACTOR, ANY), ANY),
     "waiting": Op((ANY,), ANY),
-    "set_status": Op((ENGINEER, _Status(), ANY), _Tuple((ANY, FX))),
+    "set_status": Op((ENGINEER, _Status(), ANY), _Tuple((ANY, FX)), emits=1),
     "snapshot": Op((ENGINEER,), ANY),
-    "accept": Op((ENGINEER, ANY), _Tuple((ANY, MESSAGES, FX))),
-    "decline": Op((ENGINEER, ANY), FX),
-    "transfer": Op((ENGINEER, ANY, ANY), FX),
+    "accept": Op((ENGINEER, ANY), _Tuple((ANY, MESSAGES, FX)), emits=2),
+    "decline": Op((ENGINEER, ANY), FX, emits=ALL),
+    "transfer": Op((ENGINEER, ANY, ANY), FX, emits=ALL),
     "session_for": Op((ACTOR, ANY), MAYBE_SESSION),
     "find_session": Op((ACTOR, ANY), SESSION),
     "presence_of": Op((ENGINEER,), ANY),
-    "ticket_known": Op((ANY,), FX),
+    "ticket_known": Op((ANY,), FX, emits=ALL),
 }
 
 
@@ -297,14 +307,19 @@ class DeskLink:
         # This process's clients by namespace (set by create_app); other processes' come
         # with their presence.
         self.clients: Callable[[], dict[str, int]] = dict
+        # How this process emits effects (set by create_app): those of another process's
+        # calls whose Op says so are emitted here.
+        self.emit: Callable[[Effects, str | None], Awaitable[None]] | None = None
 
-    async def _do(self, name: str, *args: Any) -> Any:
+    async def _do(self, name: str, *args: Any, origin: str | None = None) -> Any:
         if self.remote is None or self.leading():
             return await self.here(name, *args)
         if name in self.extras:
             return await self.remote.call(name, list(args))
         op = OPS[name]
-        raw = await self.remote.call(name, [c.enc(a) for c, a in zip(op.args, args, strict=True)])
+        raw = await self.remote.call(
+            name, [c.enc(a) for c, a in zip(op.args, args, strict=True)], origin
+        )
         return op.result.dec(raw)
 
     async def here(self, name: str, *args: Any) -> Any:
@@ -316,15 +331,24 @@ class DeskLink:
         result = getattr(self.desk, name)(*args)
         return await result if inspect.isawaitable(result) else result
 
-    async def serve(self, name: str, raw_args: list[Any]) -> Any:
-        """A call from another process, answered encoded (where the desk runs)."""
+    async def serve(self, name: str, raw_args: list[Any], origin: str | None = None) -> Any:
+        """A call from another process, answered encoded (where the desk runs); effects
+        its Op says are emitted here, with ``origin`` the connection that asked."""
         if name in self.extras:
             return await self.extras[name](*raw_args)
         op = OPS.get(name)
         if op is None or len(raw_args) != len(op.args):
             raise DeskError(f"unknown desk call {name!r}")
         args = [c.dec(a) for c, a in zip(op.args, raw_args, strict=True)]
-        return op.result.enc(await self.here(name, *args))
+        result = await self.here(name, *args)
+        if op.emits is not None and self.emit is not None:
+            if op.emits == ALL:
+                fx, result = result, []
+            else:
+                fx = result[op.emits]
+                result = (*result[:op.emits], [], *result[op.emits + 1:])
+            await self.emit(fx, origin)
+        return op.result.enc(result)
 
     async def extra(self, name: str, *args: Any) -> Any:
         """One of ``extras``, where the desk runs."""
@@ -418,38 +442,54 @@ class DeskLink:
         )
         return r
 
+    # The calls below that may carry effects take ``origin``: the connection that asked,
+    # which the desk's process skips where one process would (skip_origin).
+
     async def send_message(
-        self, actor: Actor, session_id: str, client_msg_id: str, body: str
+        self, actor: Actor, session_id: str, client_msg_id: str, body: str,
+        origin: str | None = None,
     ) -> tuple[Message, bool, Effects]:
         r: tuple[Message, bool, Effects] = await self._do(
-            "send_message", actor, session_id, client_msg_id, body
+            "send_message", actor, session_id, client_msg_id, body, origin=origin
         )
         return r
 
-    async def post_message(self, actor: Actor, message: NewMessage) -> tuple[Message, Effects]:
-        r: tuple[Message, Effects] = await self._do("post_message", actor, message)
+    async def post_message(
+        self, actor: Actor, message: NewMessage, origin: str | None = None
+    ) -> tuple[Message, Effects]:
+        r: tuple[Message, Effects] = await self._do(
+            "post_message", actor, message, origin=origin
+        )
         return r
 
-    async def typing(self, actor: Actor, session_id: str, is_typing: bool) -> Effects:
-        fx: Effects = await self._do("typing", actor, session_id, is_typing)
+    async def typing(
+        self, actor: Actor, session_id: str, is_typing: bool, origin: str | None = None
+    ) -> Effects:
+        fx: Effects = await self._do("typing", actor, session_id, is_typing, origin=origin)
         return fx
 
-    async def mark_read(self, actor: Actor, session_id: str, seq: int) -> Effects:
-        fx: Effects = await self._do("mark_read", actor, session_id, seq)
+    async def mark_read(
+        self, actor: Actor, session_id: str, seq: int, origin: str | None = None
+    ) -> Effects:
+        fx: Effects = await self._do("mark_read", actor, session_id, seq, origin=origin)
         return fx
 
     async def escalate(
-        self, actor: Actor, session_id: str, kind: str, phone: str | None, note: str | None
+        self, actor: Actor, session_id: str, kind: str, phone: str | None, note: str | None,
+        origin: str | None = None,
     ) -> tuple[Message, Effects]:
         r: tuple[Message, Effects] = await self._do(
-            "escalate", actor, session_id, kind, phone, note
+            "escalate", actor, session_id, kind, phone, note, origin=origin
         )
         return r
 
     async def end(
-        self, actor: Actor, session_id: str, resolution: str | None = None
+        self, actor: Actor, session_id: str, resolution: str | None = None,
+        origin: str | None = None,
     ) -> tuple[dict[str, Any], Effects]:
-        r: tuple[dict[str, Any], Effects] = await self._do("end", actor, session_id, resolution)
+        r: tuple[dict[str, Any], Effects] = await self._do(
+            "end", actor, session_id, resolution, origin=origin
+        )
         return r
 
     async def queue_position(self, actor: Actor, session_id: str) -> dict[str, Any]:
@@ -457,10 +497,11 @@ class DeskLink:
         return r
 
     async def set_status(
-        self, engineer: Engineer, status: EngineerStatus, capacity: int | None = None
+        self, engineer: Engineer, status: EngineerStatus, capacity: int | None = None,
+        origin: str | None = None,
     ) -> tuple[dict[str, Any], Effects]:
         r: tuple[dict[str, Any], Effects] = await self._do(
-            "set_status", engineer, status, capacity
+            "set_status", engineer, status, capacity, origin=origin
         )
         return r
 
@@ -469,19 +510,26 @@ class DeskLink:
         return r
 
     async def accept(
-        self, engineer: Engineer, session_id: str
+        self, engineer: Engineer, session_id: str, origin: str | None = None
     ) -> tuple[dict[str, Any], list[Message], Effects]:
         r: tuple[dict[str, Any], list[Message], Effects] = await self._do(
-            "accept", engineer, session_id
+            "accept", engineer, session_id, origin=origin
         )
         return r
 
-    async def decline(self, engineer: Engineer, session_id: str) -> Effects:
-        fx: Effects = await self._do("decline", engineer, session_id)
+    async def decline(
+        self, engineer: Engineer, session_id: str, origin: str | None = None
+    ) -> Effects:
+        fx: Effects = await self._do("decline", engineer, session_id, origin=origin)
         return fx
 
-    async def transfer(self, engineer: Engineer, session_id: str, to_engineer_id: str) -> Effects:
-        fx: Effects = await self._do("transfer", engineer, session_id, to_engineer_id)
+    async def transfer(
+        self, engineer: Engineer, session_id: str, to_engineer_id: str,
+        origin: str | None = None,
+    ) -> Effects:
+        fx: Effects = await self._do(
+            "transfer", engineer, session_id, to_engineer_id, origin=origin
+        )
         return fx
 
     async def session_for(self, actor: Actor, session_id: str) -> Session | None:

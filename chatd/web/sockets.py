@@ -341,7 +341,7 @@ class CustomerNamespace(BaseNamespace):
         actor = self._conn(sid).actor(p.session_id)
         await self._limit_messages(actor.id)
         msg, created, fx = await self.desk.send_message(
-            actor, p.session_id, p.client_msg_id, p.body
+            actor, p.session_id, p.client_msg_id, p.body, origin=sid
         )
         await self.emitter.emit(fx, sid)
         return {"message": msg.to_wire(), "duplicate": not created}
@@ -349,26 +349,28 @@ class CustomerNamespace(BaseNamespace):
     async def typing(self, sid: str, p: s.Typing) -> dict[str, Any]:
         conn = self._conn(sid)
         await self.emitter.emit(
-            await self.desk.typing(conn.actor(p.session_id), p.session_id, p.typing)
+            await self.desk.typing(conn.actor(p.session_id), p.session_id, p.typing, origin=sid)
         )
         return {}
 
     async def message_read(self, sid: str, p: s.MessageRead) -> dict[str, Any]:
         conn = self._conn(sid)
-        fx = await self.desk.mark_read(conn.actor(p.session_id), p.session_id, p.seq)
+        fx = await self.desk.mark_read(conn.actor(p.session_id), p.session_id, p.seq, origin=sid)
         await self.emitter.emit(fx)
         return {}
 
     async def escalation(self, sid: str, p: s.EscalationRequest) -> dict[str, Any]:
         actor = self._conn(sid).actor(p.session_id)
         await self._limit_messages(actor.id)
-        msg, fx = await self.desk.escalate(actor, p.session_id, p.kind, p.phone, p.note)
+        msg, fx = await self.desk.escalate(
+            actor, p.session_id, p.kind, p.phone, p.note, origin=sid
+        )
         await self.emitter.emit(fx, sid)
         return {"message": msg.to_wire()}
 
     async def session_end(self, sid: str, p: s.CustomerEnd) -> dict[str, Any]:
         conn = self._conn(sid)
-        session, fx = await self.desk.end(conn.actor(p.session_id), p.session_id)
+        session, fx = await self.desk.end(conn.actor(p.session_id), p.session_id, origin=sid)
         await self.emitter.emit(fx, sid)
         return {"session": session}
 
@@ -476,7 +478,9 @@ class EngineerNamespace(BaseNamespace):
 
     async def status(self, sid: str, p: s.EngineerStatusChange) -> dict[str, Any]:
         conn = self._conn(sid)
-        me, fx = await self.desk.set_status(conn.engineer, EngineerStatus(p.status), p.capacity)
+        me, fx = await self.desk.set_status(
+            conn.engineer, EngineerStatus(p.status), p.capacity, origin=sid
+        )
         await self.emitter.emit(fx, sid)
         await self.emit(
             "engineer:status", {**me, "reason": "changed"},
@@ -489,13 +493,15 @@ class EngineerNamespace(BaseNamespace):
 
     async def accept(self, sid: str, p: s.SessionRef) -> dict[str, Any]:
         conn = self._conn(sid)
-        session, messages, fx = await self.desk.accept(conn.engineer, p.session_id)
+        session, messages, fx = await self.desk.accept(conn.engineer, p.session_id, origin=sid)
         await self.emitter.emit(fx, sid)
         return {"session": session, "messages": _messages(messages)}
 
     async def decline(self, sid: str, p: s.SessionRef) -> dict[str, Any]:
         conn = self._conn(sid)
-        await self.emitter.emit(await self.desk.decline(conn.engineer, p.session_id), sid)
+        await self.emitter.emit(
+            await self.desk.decline(conn.engineer, p.session_id, origin=sid), sid
+        )
         return {}
 
     async def session_resume(self, sid: str, p: s.EngineerResume) -> dict[str, Any]:
@@ -507,30 +513,38 @@ class EngineerNamespace(BaseNamespace):
         conn = self._conn(sid)
         await self._limit_messages(conn.engineer.id)
         msg, created, fx = await self.desk.send_message(
-            conn.engineer, p.session_id, p.client_msg_id, p.body
+            conn.engineer, p.session_id, p.client_msg_id, p.body, origin=sid
         )
         await self.emitter.emit(fx, sid)
         return {"message": msg.to_wire(), "duplicate": not created}
 
     async def typing(self, sid: str, p: s.Typing) -> dict[str, Any]:
         conn = self._conn(sid)
-        await self.emitter.emit(await self.desk.typing(conn.engineer, p.session_id, p.typing))
+        await self.emitter.emit(
+            await self.desk.typing(conn.engineer, p.session_id, p.typing, origin=sid)
+        )
         return {}
 
     async def message_read(self, sid: str, p: s.MessageRead) -> dict[str, Any]:
         conn = self._conn(sid)
-        await self.emitter.emit(await self.desk.mark_read(conn.engineer, p.session_id, p.seq))
+        await self.emitter.emit(
+            await self.desk.mark_read(conn.engineer, p.session_id, p.seq, origin=sid)
+        )
         return {}
 
     async def transfer(self, sid: str, p: s.Transfer) -> dict[str, Any]:
         conn = self._conn(sid)
-        fx = await self.desk.transfer(conn.engineer, p.session_id, p.to_engineer_id)
+        fx = await self.desk.transfer(
+            conn.engineer, p.session_id, p.to_engineer_id, origin=sid
+        )
         await self.emitter.emit(fx, sid)
         return {}
 
     async def session_end(self, sid: str, p: s.EngineerEnd) -> dict[str, Any]:
         conn = self._conn(sid)
-        session, fx = await self.desk.end(conn.engineer, p.session_id, p.resolution)
+        session, fx = await self.desk.end(
+            conn.engineer, p.session_id, p.resolution, origin=sid
+        )
         await self.emitter.emit(fx, sid)
         return {"session": session}
 
