@@ -40,6 +40,7 @@ from typing import Any
 
 from . import chat_load
 from .harness import (
+    POSTGRES_URL,
     BenchError,
     Benchmark,
     Report,
@@ -279,6 +280,19 @@ async def _round(
             )
         finally:
             await drop_postgres_database(database_url)
+            await _checkpoint()
+
+
+async def _checkpoint() -> None:
+    """PostgreSQL writes out what the round left (a checkpoint), rather than during the
+    next round: every round starts from the same state."""
+    import asyncpg
+
+    conn = await asyncpg.connect(POSTGRES_URL, timeout=10)
+    try:
+        await conn.execute("CHECKPOINT")
+    finally:
+        await conn.close()
 
 
 async def _failover(

@@ -183,6 +183,7 @@ def create_app(
         link.replay()  # this process's own clients, if it served them for another
         if cluster is not None:
             cluster.lead()
+            manager.leading = True
         sockets.lead()
         if cluster is None:  # in a cluster every process delivers (started below)
             await handoff.start(ticket_known)

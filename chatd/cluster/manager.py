@@ -42,6 +42,8 @@ class ClusterManager(socketio.AsyncRedisManager, Manager):  # type: ignore[misc]
         self._outbox: asyncio.Queue[bytes] = asyncio.Queue()
         self._me = self.host_id.encode()
         self._writer: asyncio.Task[None] | None = None
+        self.leading = False  # set when this process runs the desk (create_app's lead)
+        self._reading_as = False
         # Awaited before clients are told to catch up: until the desk's calls pass again
         # (chatd.cluster.link), their session:resume would be refused.
         self.ready_for_resync: Callable[[], Awaitable[None]] | None = None
@@ -93,7 +95,10 @@ class ClusterManager(socketio.AsyncRedisManager, Manager):  # type: ignore[misc]
                     self._redis_connect()
                 # One message on Redis for what was queued together: each process reads
                 # and parses one instead of one per event.
-                await self.redis.publish(self.channel, self._me + b"[" + b",".join(batch) + b"]")
+                await self.redis.publish(
+                    self.channel + (":L" if self.leading else ":F"),
+                    self._me + b"[" + b",".join(batch) + b"]",
+                )
                 lost = False
             except asyncio.CancelledError:
                 raise
@@ -116,7 +121,10 @@ class ClusterManager(socketio.AsyncRedisManager, Manager):  # type: ignore[misc]
 
     async def _listen(self) -> AsyncIterator[Any]:
         me, size = self._me, len(self._me)
-        async for raw in super()._listen():
+        async for message in self._redis_listen_with_retries():
+            if message.get("type") != "message" or "data" not in message:
+                continue
+            raw = message["data"]
             if raw[:size] == me:
                 continue  # this process's own: already sent to its members
             try:
@@ -138,13 +146,16 @@ class ClusterManager(socketio.AsyncRedisManager, Manager):  # type: ignore[misc]
         while True:
             try:
                 self._redis_connect()
-                await self.pubsub.subscribe(self.channel)
+                await self.pubsub.subscribe(*self._channels())
                 self.subscribed.set()
                 if lost:
                     lost = False
                     await self.resync()
                 async for message in self.pubsub.listen():
                     yield message
+                    if self._reading_as != self.leading:  # it now runs the desk
+                        await self.pubsub.unsubscribe()
+                        await self.pubsub.subscribe(*self._channels())
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
@@ -154,6 +165,15 @@ class ClusterManager(socketio.AsyncRedisManager, Manager):  # type: ignore[misc]
                 lost = True
                 self.subscribed.clear()
                 await asyncio.sleep(RETRY_SECONDS)
+
+    def _channels(self) -> tuple[str, ...]:
+        """The desk's process emits most events: it publishes them on a channel of its own
+        (":L") that it does not read, the others read both, and so it never reads its own
+        events back."""
+        self._reading_as = self.leading
+        if self.leading:
+            return (self.channel + ":F",)
+        return (self.channel + ":L", self.channel + ":F")
 
     async def resync(self) -> None:
         """Tell every client of this process that events may have been lost."""
