@@ -52,8 +52,23 @@ async def engineer_console(
 ) -> Page:
     """An engineer account, logged into the console in a browser context of their own."""
     await chatd.add_engineer(email, name=name)
+    return await signed_in_console(
+        browser, chatd.url, email, available=available, capacity=capacity, **kw
+    )
+
+
+async def signed_in_console(
+    browser: Browser,
+    url: str,
+    email: str,
+    *,
+    available: bool = True,
+    capacity: int | None = None,
+    **kw: Any,
+) -> Page:
+    """The console at ``url`` signed in as an existing engineer, in a context of its own."""
     _, page = await new_page(browser, width=1440, height=900, **kw)
-    await page.goto(chatd.url + "/console/")
+    await page.goto(url + "/console/")
     await page.get_by_label("Email").fill(email)
     await page.get_by_label("Password").fill(PASSWORD)
     await page.get_by_role("button", name="Sign in").click()

@@ -9,7 +9,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
-from playwright.async_api import Browser, expect
+from playwright.async_api import Browser, Page, expect
 
 from tests.browser.helpers import (
     PASSWORD,
@@ -19,6 +19,7 @@ from tests.browser.helpers import (
     engineer_says,
     new_page,
     request_chat,
+    signed_in_console,
     w,
 )
 from tests.cluster import Cluster, Trio, cluster, trio
@@ -39,22 +40,21 @@ async def lb(tmp_path: Path, database_url: str) -> AsyncIterator[Cluster]:
         yield c
 
 
-async def test_the_chat_goes_on_after_a_failover(lb: Cluster, browser: Browser) -> None:
-    _, console = await new_page(browser, width=1440, height=900)
-    await console.goto(lb.url + "/console/")
-    await console.get_by_label("Email").fill("dana@vendor.example")
-    await console.get_by_label("Password").fill(PASSWORD)
-    await console.get_by_role("button", name="Sign in").click()
-    await expect(console.locator(".conn")).to_have_text("Connected")
-    await console.get_by_role("switch").click()
-    await expect(console.get_by_role("switch")).to_have_attribute("aria-checked", "true")
-
+async def chat_under_way(browser: Browser, url: str) -> tuple[Page, Page]:
+    """Dana's console and Carol's widget, both through the load balancer at ``url``, in a
+    chat with a message each way."""
+    console = await signed_in_console(browser, url, "dana@vendor.example")
     _, page = await new_page(browser)
-    await page.goto(lb.url + "/demo/")
+    await page.goto(url + "/demo/")
     await request_chat(page, "Carol Customer", "Builds fail")
     await accept_offer(console, "Carol Customer")
     await engineer_says(console, "Hi Carol, which pipeline?")
     await customer_says(page, "The nightly one")
+    return console, page
+
+
+async def test_the_chat_goes_on_after_a_failover(lb: Cluster, browser: Browser) -> None:
+    console, page = await chat_under_way(browser, lb.url)
 
     (await lb.leader()).kill9()
     await expect(page.locator(w(".banner"))).to_contain_text("Reconnecting…")
@@ -90,21 +90,7 @@ async def test_several_processes_lose_two_and_the_chat_goes_on(
     """Three processes with Redis behind HAProxy (docs/scaling.md#running-several-processes):
     the one running the desk is killed, then another; the widget and the console end up on
     the last one, which took the desk over, and nothing is lost or doubled."""
-    _, console = await new_page(browser, width=1440, height=900)
-    await console.goto(lb3.url + "/console/")
-    await console.get_by_label("Email").fill("dana@vendor.example")
-    await console.get_by_label("Password").fill(PASSWORD)
-    await console.get_by_role("button", name="Sign in").click()
-    await expect(console.locator(".conn")).to_have_text("Connected")
-    await console.get_by_role("switch").click()
-    await expect(console.get_by_role("switch")).to_have_attribute("aria-checked", "true")
-
-    _, page = await new_page(browser)
-    await page.goto(lb3.url + "/demo/")
-    await request_chat(page, "Carol Customer", "Builds fail")
-    await accept_offer(console, "Carol Customer")
-    await engineer_says(console, "Hi Carol, which pipeline?")
-    await customer_says(page, "The nightly one")
+    console, page = await chat_under_way(browser, lb3.url)
 
     first = await lb3.leader()
     first.kill9()
