@@ -127,12 +127,14 @@ def create_app(
     desk = Desk(store, clock, desk_settings(settings), observer=observer)
     leading = [False]  # whether this process runs the desk (DeskRole below says)
     link = DeskLink(desk, leading=lambda: leading[0])
+    # Messages per person, counted where the desk runs: once for every process.
+    link.meter_messages(
+        clock, settings.message_rate, settings.message_burst, settings.limiter_max_keys
+    )
     manager = cluster_manager(settings, store)
     limits = Limits(
         widget_secret=settings.widget_secret,
         allow_guests=settings.allow_guests,
-        message_rate=settings.message_rate,
-        message_burst=settings.message_burst,
         connect_rate=settings.connect_rate,
         connect_burst=settings.connect_burst,
         max_event_bytes=settings.max_event_bytes,

@@ -26,9 +26,10 @@ from typing import Any, Protocol
 import msgspec
 
 from ..core.access import Actor
+from ..core.clock import Clock
 from ..core.desk import Desk, Effects, Outbound
 from ..core.effects import Membership
-from ..core.errors import DeskError
+from ..core.errors import DeskError, RateLimited
 from ..core.models import (
     Customer,
     Engineer,
@@ -37,6 +38,7 @@ from ..core.models import (
     NewMessage,
     Session,
 )
+from ..core.ratelimit import KeyedLimiter
 
 log = logging.getLogger(__name__)
 
@@ -190,6 +192,12 @@ OPS: dict[str, Op] = {
 }
 
 
+# The calls that spend a person's message allowance (docs/protocol.md, "Message rate"):
+# metered where the desk runs, which every one of them reaches, so one bucket per person
+# holds for all processes exactly, with no trip to Redis.
+METERED = frozenset({"request_chat", "send_message", "escalate"})
+
+
 def encode_error(exc: DeskError) -> dict[str, Any]:
     return {"code": exc.code, "message": exc.message, "details": exc.details}
 
@@ -310,6 +318,12 @@ class DeskLink:
         # How this process emits effects (set by create_app): those of another process's
         # calls whose Op says so are emitted here.
         self.emit: Callable[[Effects, str | None], Awaitable[None]] | None = None
+        self.messages: KeyedLimiter | None = None
+
+    def meter_messages(self, clock: Clock, rate: float, burst: float, max_keys: int) -> None:
+        """Charge METERED calls to their person's bucket where the desk runs; an empty
+        bucket answers ``rate_limited`` and the call does nothing."""
+        self.messages = KeyedLimiter(clock, rate, burst, max_keys=max_keys)
 
     async def _do(self, name: str, *args: Any, origin: str | None = None) -> Any:
         if self.remote is None or self.leading():
@@ -328,6 +342,11 @@ class DeskLink:
             return self.desk.presence_wire(args[0])
         if name in self.extras:
             return await self.extras[name](*args)
+        if name in METERED and self.messages is not None:
+            person = args[0]
+            key = ("c:" if isinstance(person, Customer) else "e:") + person.id
+            if not self.messages.take(key):
+                raise RateLimited("too many messages; slow down")
         result = getattr(self.desk, name)(*args)
         return await result if inspect.isawaitable(result) else result
 

@@ -28,7 +28,7 @@ from ..core.desk import (
     hash_token,
 )
 from ..core.effects import QUEUE_ROOM, Membership
-from ..core.errors import DeskError, Forbidden, RateLimited, TooLarge, Unauthorized
+from ..core.errors import DeskError, Forbidden, TooLarge, Unauthorized
 from ..core.models import Customer, Engineer, EngineerStatus, Message
 from ..core.ports import AccountStore
 from ..core.ratelimit import TokenBucket
@@ -48,8 +48,6 @@ Handler = Callable[[str, Any], Awaitable[dict[str, Any]]]
 class Limits:
     widget_secret: str
     allow_guests: bool
-    message_rate: float
-    message_burst: int
     connect_rate: float
     connect_burst: int
     max_event_bytes: int
@@ -187,22 +185,13 @@ class BaseNamespace(socketio.AsyncNamespace):  # type: ignore[misc]
         raise NotImplementedError
 
     def use_limits(self, shared: SharedLimits) -> None:
-        """Count connects per address and messages per person in ``shared`` (in Redis, for
-        every process together); before the first client."""
+        """Count connects per address in ``shared`` (in Redis, for every process
+        together); before the first client. Messages per person are counted where the desk
+        runs (chatd.web.link.METERED)."""
         name = self.namespace.strip("/")
         self.connect_limiter = shared.rate(
             f"connect:{name}", self.limits.connect_rate, self.limits.connect_burst
         )
-        # Messages (and chat requests) per person across all their connections, keyed by
-        # customer or engineer id: opening more sockets does not buy a higher rate.
-        self.message_limiter = shared.rate(
-            f"message:{name}", self.limits.message_rate, self.limits.message_burst,
-            max_keys=self.limits.limiter_max_keys,
-        )
-
-    async def _limit_messages(self, person_id: str) -> None:
-        if not await self.message_limiter.take(person_id):
-            raise RateLimited("too many messages; slow down")
 
     async def _check_connect_rate(self, environ: dict[str, Any]) -> None:
         request = environ.get("aiohttp.request")
@@ -317,7 +306,6 @@ class CustomerNamespace(BaseNamespace):
         conn = self._conn(sid)
         if conn.customer is None:
             raise Unauthorized("start a new chat with a customer token or guest details")
-        await self._limit_messages(conn.customer.id)
         session, token, fx = await self.desk.request_chat(
             conn.customer, p.topic, p.severity, p.message, p.client_msg_id, p.request_id
         )
@@ -339,7 +327,6 @@ class CustomerNamespace(BaseNamespace):
 
     async def message_send(self, sid: str, p: s.MessageSend) -> dict[str, Any]:
         actor = self._conn(sid).actor(p.session_id)
-        await self._limit_messages(actor.id)
         msg, created, fx = await self.desk.send_message(
             actor, p.session_id, p.client_msg_id, p.body, origin=sid
         )
@@ -361,7 +348,6 @@ class CustomerNamespace(BaseNamespace):
 
     async def escalation(self, sid: str, p: s.EscalationRequest) -> dict[str, Any]:
         actor = self._conn(sid).actor(p.session_id)
-        await self._limit_messages(actor.id)
         msg, fx = await self.desk.escalate(
             actor, p.session_id, p.kind, p.phone, p.note, origin=sid
         )
@@ -511,7 +497,6 @@ class EngineerNamespace(BaseNamespace):
 
     async def message_send(self, sid: str, p: s.MessageSend) -> dict[str, Any]:
         conn = self._conn(sid)
-        await self._limit_messages(conn.engineer.id)
         msg, created, fx = await self.desk.send_message(
             conn.engineer, p.session_id, p.client_msg_id, p.body, origin=sid
         )

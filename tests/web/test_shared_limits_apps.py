@@ -158,6 +158,19 @@ async def test_an_account_backs_off_on_both_apps(two_apps: Any) -> None:
         assert await login(b) == (429, "1")
 
 
+async def request_chat(client: socketio.AsyncClient) -> dict[str, Any]:
+    """``chat:request``'s answer, asked again (as the widget does) while the process that
+    does not run the desk cannot reach it yet (``unavailable``), for at most 10 s."""
+    for _ in range(100):
+        answer: dict[str, Any] = await client.call(
+            "chat:request", {"topic": "Shared limits"}, namespace="/customer", timeout=10
+        )
+        if answer["ok"] or answer["error"]["code"] != "unavailable":
+            return answer
+        await asyncio.sleep(0.1)
+    raise AssertionError("the desk's process could not be reached for 10 s")
+
+
 @pytest.mark.skipif(not hasattr(Sockets, "use_limits"),
                     reason="the namespaces' limits are not wired to the shared ones yet")
 async def test_messages_per_customer_are_one_bucket_across_both_apps(two_apps: Any) -> None:
@@ -170,13 +183,10 @@ async def test_messages_per_customer_are_one_bucket_across_both_apps(two_apps: A
             await c.connect(url, namespaces=["/customer"], auth={"token": token},
                             transports=["websocket"], wait_timeout=5)
             clients.append(c)
-        answers = [
-            await clients[i % 2].call("chat:request", {"topic": "Shared limits"},
-                                      namespace="/customer", timeout=10)
-            for i in range(5)
-        ]
+        answers = [await request_chat(clients[i % 2]) for i in range(5)]
         limited = [not r["ok"] and r["error"]["code"] == "rate_limited" for r in answers]
         # The burst of 3 is the customer's, wherever they connect: not 3 on each process.
+        # (The desk's process counts it, for both: chatd.web.link.METERED.)
         assert limited == [False, False, False, True, True], answers
     finally:
         for c in clients:
