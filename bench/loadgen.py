@@ -2,7 +2,9 @@
 
 Python Socket.IO clients cost about as much CPU per message as the server they talk to, so
 the clients run in processes of their own, apart from the driver (bench/chat_load.py),
-and identically for chatd and for the bare relay.
+and identically for chatd and for the bare relay. They run on uvloop, as chatd does: on a
+machine the load shares with the servers, the less of it the clients take, the more the
+figures say about the servers.
 
 The driver sends one JSON command per line on stdin; each is answered by one JSON line on
 stdout (``{"ok": true, ...}`` or ``{"ok": false, "error": ...}``):
@@ -323,4 +325,6 @@ async def main() -> None:
 
 
 if __name__ == "__main__":
-    asyncio.run(main())
+    import uvloop
+    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+        runner.run(main())
