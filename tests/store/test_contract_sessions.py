@@ -43,6 +43,35 @@ async def test_create_session_without_first_message(backend: Backend) -> None:
     assert await s.get_session(session.id) == session
 
 
+async def test_a_surge_of_new_chats_is_stored_and_a_second_open_chat_refused(
+    backend: Backend,
+) -> None:
+    """Hundreds of chats created at once (group-committed together), one customer among
+    them asking twice: every other chat is stored, in full, and only the second chat of
+    that customer is refused, whichever of the two came first."""
+    s = backend.store
+    twice = customer(7)
+    sessions = [waiting_session(arrival_seq=n + 1) for n in range(300)]
+    sessions[150] = waiting_session(arrival_seq=151, cust=twice)
+    sessions[151] = waiting_session(arrival_seq=152, cust=twice)
+    results = await asyncio.gather(
+        *(s.create_session(x, f"hash-{x.id}", None) for x in sessions),
+        return_exceptions=True,
+    )
+    refused = [i for i, r in enumerate(results) if isinstance(r, Conflict)]
+    assert len(refused) == 1 and refused[0] in (150, 151), results[148:154]
+    assert all(r is None for i, r in enumerate(results) if i != refused[0])
+    stored = await s.open_sessions()
+    assert [x.id for x in stored] == [x.id for i, x in enumerate(sessions) if i != refused[0]]
+    again = await s.get_session(sessions[42].id)
+    assert again is not None and again.customer == sessions[42].customer
+    assert again.arrival_seq == 43 and again.state is SessionState.WAITING
+    assert await s.resume_token_hash(sessions[42].id) == f"hash-{sessions[42].id}"
+    # Stored chats take messages at once (seq 1), the refused one none.
+    msg, created = await s.append_message(text(sessions[299].id, "hello"))
+    assert created and msg.seq == 1
+
+
 async def test_first_message_is_stored_with_seq_1(backend: Backend) -> None:
     s = backend.store
     session = waiting_session()
