@@ -83,7 +83,49 @@ class Manager(socketio.AsyncManager):  # type: ignore[misc]
     emitting handler (and so its ack) two more turns of the event loop. Sending only
     queues the packet on the recipient's socket, so doing it in turn is the same work,
     done sooner. Emits with a callback (chatd makes none) take the library's path.
+
+    It also keeps each client's rooms (``_rooms_of``): the library finds them by looking
+    through every room of the namespace, and there is a room per connected client and per
+    chat, so with 10,000 customers waiting each disconnect stopped the server for
+    milliseconds. Here a disconnect costs the client's own rooms.
     """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._rooms_of: dict[tuple[str, str], set[str | None]] = {}
+
+    def basic_enter_room(
+        self, sid: str, namespace: str, room: str | None, eio_sid: str | None = None
+    ) -> None:
+        super().basic_enter_room(sid, namespace, room, eio_sid=eio_sid)
+        self._rooms_of.setdefault((namespace, sid), set()).add(room)
+
+    def basic_leave_room(self, sid: str, namespace: str, room: str | None) -> None:
+        super().basic_leave_room(sid, namespace, room)
+        rooms = self._rooms_of.get((namespace, sid))
+        if rooms is not None:
+            rooms.discard(room)
+            if not rooms:
+                del self._rooms_of[namespace, sid]
+
+    def basic_disconnect(self, sid: str, namespace: str, **kwargs: Any) -> None:
+        """The library's (python-socketio 5's BaseManager.basic_disconnect), leaving only
+        the rooms the client is in."""
+        if namespace not in self.rooms:
+            return
+        for room in list(self._rooms_of.get((namespace, sid), ())):
+            self.basic_leave_room(sid, namespace, room)
+        self._rooms_of.pop((namespace, sid), None)
+        self.callbacks.pop(sid, None)
+        for pending in (self.pending_connect, self.pending_disconnect):
+            sids = pending.get(namespace)
+            if sids is not None and sid in sids:
+                sids.remove(sid)
+                if not sids:
+                    del pending[namespace]
+
+    def get_rooms(self, sid: str, namespace: str) -> list[str]:
+        return [r for r in self._rooms_of.get((namespace, sid), ()) if r is not None]
 
     async def emit(
         self,

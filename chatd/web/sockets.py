@@ -111,7 +111,6 @@ class BaseNamespace(socketio.AsyncNamespace):  # type: ignore[misc]
         self.limits = limits
         self.emitter = emitter
         self.connect_limiter: RateLimit
-        self.message_limiter: RateLimit
         self.use_limits(LocalLimits(clock))
         self.event_buckets: dict[str, TokenBucket] = {}  # every event, per connection
         # Shared by both namespaces (Sockets sets one bucket on each).
