@@ -73,6 +73,7 @@ class Packet(socketio.packet.Packet):  # type: ignore[misc]
 
 # Recipients sent to between two turns of the event loop.
 SEND_SLICE = 64
+SLICE_PAUSE = 0.001  # seconds
 
 
 class Manager(socketio.AsyncManager):  # type: ignore[misc]
@@ -161,9 +162,11 @@ class Manager(socketio.AsyncManager):  # type: ignore[misc]
         ]
         for n, eio_sid in enumerate(recipients, 1):
             if n % SEND_SLICE == 0:
-                # A room of thousands (the queue board's) is sent in slices, letting the
-                # event loop serve others between them: no long stretch without a turn.
-                await asyncio.sleep(0)
+                # A room of thousands (the queue board's) is sent in slices, with a pause
+                # between them in which the event loop serves the others: no long stretch
+                # without a turn, and a chat's ack, which takes a few turns, waits for one
+                # slice at most rather than for one in each of its turns.
+                await asyncio.sleep(SLICE_PAUSE)
             for pkt in packets:
                 try:
                     await self.server._send_eio_packet(eio_sid, pkt)

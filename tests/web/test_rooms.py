@@ -6,12 +6,15 @@ disconnect that looks only at the client's own rooms, whatever the number of oth
 
 from __future__ import annotations
 
+import asyncio
 import random
 from typing import Any
 
+import pytest
 import socketio
 from bidict import bidict
 
+from chatd.web import packets
 from chatd.web.packets import Manager
 
 NS = "/customer"
@@ -90,3 +93,36 @@ def test_same_rooms_as_python_socketio_after_random_joins_leaves_and_disconnects
         }, step
         for s in connected:
             assert sorted(ours.get_rooms(s, NS)) == sorted(theirs.get_rooms(s, NS)), step
+
+
+async def test_a_broadcast_to_thousands_pauses_between_slices_for_the_others(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A board to a room of thousands goes out SEND_SLICE members at a time with a pause
+    between slices, so that a chat's ack, a few turns of the event loop, waits for one
+    slice at most, not for a slice in each of its turns."""
+    monkeypatch.setattr(packets, "SLICE_PAUSE", 0.05)  # room to spare on a busy machine
+    sent: list[str] = []
+
+    class Server:
+        packet_class = packets.Packet
+
+        async def _send_eio_packet(self, eio_sid: str, pkt: Any) -> None:
+            sent.append(eio_sid)
+
+    m = Manager()
+    m.server = Server()
+    for n in range(2000):
+        connect(m, f"c{n}", "queue")
+
+    async def ack() -> int:
+        for _ in range(5):  # a chat's message: read, handled, stored, relayed, acked
+            await asyncio.sleep(0)
+        return len(sent)
+
+    board = asyncio.create_task(m.emit("queue:board", {"v": 1}, NS, room="queue"))
+    await asyncio.sleep(0)  # the board's first slice goes out
+    sent_meanwhile = await ack()
+    await board
+    assert sent_meanwhile <= packets.SEND_SLICE, sent_meanwhile
+    assert sorted(sent) == sorted(f"eio-c{n}" for n in range(2000))  # everyone, once
