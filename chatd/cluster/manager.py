@@ -19,7 +19,7 @@ import socketio
 
 from ..core.desk import CUSTOMER_NS, ENGINEER_NS
 from ..tasks import cancel_and_wait
-from ..web.packets import Manager
+from ..web.packets import SEND_SLICE, Manager
 
 log = logging.getLogger(__name__)
 
@@ -44,6 +44,9 @@ class ClusterManager(socketio.AsyncRedisManager, Manager):  # type: ignore[misc]
         self._writer: asyncio.Task[None] | None = None
         self.leading = False  # set when this process runs the desk (create_app's lead)
         self._reading_as = False
+        # Sends to rooms of more than SEND_SLICE members here (the board to the waiting
+        # customers), each in a task after the room's one before (see _handle_emit).
+        self._big_sends: dict[tuple[str, str], asyncio.Task[None]] = {}
         # Awaited before clients are told to catch up: until the desk's calls pass again
         # (chatd.cluster.link), their session:resume would be refused.
         self.ready_for_resync: Callable[[], Awaitable[None]] | None = None
@@ -57,7 +60,8 @@ class ClusterManager(socketio.AsyncRedisManager, Manager):  # type: ignore[misc]
             self._writer = asyncio.create_task(self._write(), name="chatd-redis-publish")
 
     async def stop(self) -> None:
-        await cancel_and_wait(getattr(self, "thread", None), self._writer)
+        await cancel_and_wait(getattr(self, "thread", None), self._writer,
+                              *self._big_sends.values())
         if self.redis is not None:
             await self.redis.aclose()
 
@@ -111,6 +115,39 @@ class ClusterManager(socketio.AsyncRedisManager, Manager):  # type: ignore[misc]
                 lost = True
                 self.connected = False
                 await asyncio.sleep(RETRY_SECONDS)
+
+    async def _handle_emit(self, message: dict[str, Any]) -> None:
+        """The library's, except for a room with more than SEND_SLICE members here: that
+        one is sent in a task of its own, after the room's previous one (so each member
+        gets that room's events in order), and the events read after it (a chat's relays)
+        do not wait the second or so it takes to send a board to thousands, as they would
+        not in one process."""
+        namespace, room = message.get("namespace") or "/", message.get("room")
+        if (
+            not isinstance(room, str) or message.get("callback") is not None
+            or len(self.rooms.get(namespace, {}).get(room, ())) <= SEND_SLICE
+        ):
+            await super()._handle_emit(message)
+            return
+        key = (namespace, room)
+        before = self._big_sends.get(key)
+
+        async def send() -> None:
+            if before is not None:
+                await asyncio.gather(before, return_exceptions=True)
+            try:
+                await super(ClusterManager, self)._handle_emit(message)
+            except Exception:
+                log.exception("sending %s to %s failed", message.get("event"), room)
+
+        task = asyncio.create_task(send(), name="chatd-room-send")
+        self._big_sends[key] = task
+
+        def done(t: asyncio.Task[None]) -> None:
+            if self._big_sends.get(key) is t:
+                del self._big_sends[key]
+
+        task.add_done_callback(done)
 
     async def membership(self, namespace: str, room: str, target: str, join: bool) -> None:
         await Manager.membership(self, namespace, room, target, join)

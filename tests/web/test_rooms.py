@@ -14,6 +14,7 @@ import pytest
 import socketio
 from bidict import bidict
 
+from chatd.cluster.manager import ClusterManager
 from chatd.web import packets
 from chatd.web.packets import Manager
 
@@ -126,3 +127,42 @@ async def test_a_broadcast_to_thousands_pauses_between_slices_for_the_others(
     await board
     assert sent_meanwhile <= packets.SEND_SLICE, sent_meanwhile
     assert sorted(sent) == sorted(f"eio-c{n}" for n in range(2000))  # everyone, once
+
+
+async def test_in_a_cluster_a_board_to_thousands_does_not_hold_up_later_relays() -> None:
+    """Events from the other processes are read one after another; a board for thousands
+    of this process's customers is sent in a task of its own, so that a chat's relay read
+    after it goes out at once, and each member still gets that room's boards in order."""
+    sent: list[tuple[str, str]] = []
+
+    class Server:
+        packet_class = packets.Packet
+
+        async def _send_eio_packet(self, eio_sid: str, pkt: Any) -> None:
+            sent.append((eio_sid, str(pkt.data)))
+
+    m = ClusterManager("redis://127.0.0.1:6379/0", channel="test-rooms")  # never connects
+    m.server = Server()
+    for n in range(2000):
+        connect(m, f"c{n}", "queue")
+    connect(m, "a", "chat-1")
+
+    def event(room: str, name: str, v: int) -> dict[str, Any]:
+        return {"method": "emit", "event": name, "data": [{"v": v}], "namespace": NS,
+                "room": room, "skip_sid": None, "callback": None, "host_id": "another"}
+
+    await m._handle_emit(event("queue", "queue:board", 1))
+    await m._handle_emit(event("queue", "queue:board", 2))
+    await m._handle_emit(event("chat-1", "message:new", 3))
+    assert sent == [("eio-a", '2/customer,["message:new",{"v":3}]')]
+
+    await asyncio.gather(*m._big_sends.values())
+    boards: dict[str, list[str]] = {}
+    for sid, data in sent[1:]:
+        boards.setdefault(sid, []).append(data)
+    assert boards.keys() == {f"eio-c{n}" for n in range(2000)}
+    assert all(
+        got == ['2/customer,["queue:board",{"v":1}]', '2/customer,["queue:board",{"v":2}]']
+        for got in boards.values()
+    )
+    assert not m._big_sends
