@@ -34,6 +34,7 @@ from ..core.desk import Effects
 from ..core.errors import DeskError, Unavailable
 from ..tasks import cancel_and_wait
 from ..web.link import DeskLink, HostPresence, decode_error, encode_error
+from . import next_batch
 
 log = logging.getLogger(__name__)
 
@@ -153,9 +154,7 @@ class ClusterLink:
         """Publishes in order, on one connection, what is queued (pipelined)."""
         assert self._redis is not None
         while True:
-            batch = [await self._out.get()]
-            while not self._out.empty() and len(batch) < 500:
-                batch.append(self._out.get_nowait())
+            batch = await next_batch(self._out)
             # One Redis message per channel for what was queued together (a JSON list, in
             # order): the desk's process reads one instead of one per call.
             by_channel: dict[str, list[bytes]] = {}

@@ -20,6 +20,7 @@ import socketio
 from ..core.desk import CUSTOMER_NS, ENGINEER_NS
 from ..tasks import cancel_and_wait
 from ..web.packets import SEND_SLICE, Manager
+from . import next_batch
 
 log = logging.getLogger(__name__)
 
@@ -91,9 +92,7 @@ class ClusterManager(socketio.AsyncRedisManager, Manager):  # type: ignore[misc]
     async def _write(self) -> None:
         lost = False
         while True:
-            batch = [await self._outbox.get()]
-            while not self._outbox.empty() and len(batch) < 500:
-                batch.append(self._outbox.get_nowait())
+            batch = await next_batch(self._outbox)
             try:
                 if not getattr(self, "connected", False):
                     self._redis_connect()
@@ -120,8 +119,8 @@ class ClusterManager(socketio.AsyncRedisManager, Manager):  # type: ignore[misc]
         """The library's, except for a room with more than SEND_SLICE members here: that
         one is sent in a task of its own, after the room's previous one (so each member
         gets that room's events in order), and the events read after it (a chat's relays)
-        do not wait the second or so it takes to send a board to thousands, as they would
-        not in one process."""
+        do not wait the fraction of a second it takes to send a board to thousands, as
+        they would not in one process."""
         namespace, room = message.get("namespace") or "/", message.get("room")
         if (
             not isinstance(room, str) or message.get("callback") is not None
