@@ -140,6 +140,7 @@ def create_app(
         max_event_bytes=settings.max_event_bytes,
         event_rate=settings.event_rate,
         event_burst=settings.event_burst,
+        event_refusals_max=settings.event_refusals_max,
         public_url=settings.public_url,
         limiter_max_keys=settings.limiter_max_keys,
         history_rate_total=settings.history_rate_total,

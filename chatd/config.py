@@ -265,6 +265,8 @@ class Settings:
     # Bounds on what one client can hold or send (docs/security.md).
     event_rate: float = setting(20.0, _as_float(0.1, 10000))  # every event, per connection
     event_burst: int = setting(60, _as_int(1, 100000))
+    # events refused for the rate in a row, past which the connection is closed:
+    event_refusals_max: int = setting(10, _as_int(1, 100000))
     # queued for a client that does not read:
     send_queue_max_bytes: int = setting(1 * MiB, _as_size(64 * 1024, 1024 * MiB))
     connections_per_address: int = setting(100, _as_int(1, 1_000_000))
@@ -273,6 +275,8 @@ class Settings:
     handshake_burst: int = setting(20, _as_int(1, 100000))
     # handshake to namespace connect:
     join_timeout_seconds: float = setting(10.0, _as_float(0.5, 3600))
+    # an address whose connection was closed for breaking a bound may not connect for:
+    abuse_penalty_seconds: float = setting(10.0, _as_float(0, 3600))
     # Server-wide budgets for the dearest work a crowd of addresses can ask for.
     # new Engine.IO sessions a second, all addresses:
     handshake_rate_total: float = setting(200.0, _as_float(1, 1_000_000))

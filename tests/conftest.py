@@ -81,6 +81,7 @@ def make_settings(tmp_path: Path, **overrides: Any) -> Settings:
         "handshake_burst": 100_000,
         "handshake_rate": 10_000.0,
         "upload_concurrent_per_address": 10_000,
+        "abuse_penalty_seconds": 0.0,
         "handshake_rate_total": 100_000.0,
         "history_rate_total": 100_000.0,
     }

@@ -1,5 +1,6 @@
-"""Token buckets for per-connection and per-address limits, and the per-account back-off
-of logins (docs/security.md#logins)."""
+"""Token buckets for per-connection and per-address limits, the addresses barred for a
+while after breaking a bound, and the per-account back-off of logins
+(docs/security.md#logins)."""
 
 from __future__ import annotations
 
@@ -37,6 +38,62 @@ class TokenBucket:
         """Seconds until ``cost`` could be taken; 0 if it can be now."""
         self._refill()
         return max(0.0, (cost - self._tokens) / self._rate)
+
+
+class EventBucket(TokenBucket):
+    """A connection's event bucket, counting the events it refused in a row: a client that
+    slows down when told ``rate_limited`` has a refusal or two between accepted events; a
+    flood has nothing else."""
+
+    __slots__ = ("refused",)
+
+    def __init__(self, clock: Clock, rate: float, burst: float) -> None:
+        super().__init__(clock, rate, burst)
+        self.refused = 0
+
+    def take(self, cost: float = 1.0) -> bool:
+        if super().take(cost):
+            self.refused = 0
+            return True
+        self.refused += 1
+        return False
+
+
+class Penalties:
+    """Keys (client addresses) barred until a moment, at most ``max_keys`` of them: past it
+    the one barred longest ago is forgotten. ``seconds`` 0 bars nothing. Every call is O(1).
+    """
+
+    def __init__(self, clock: Clock, seconds: float, max_keys: int = 100_000) -> None:
+        if max_keys < 1:
+            raise ValueError("max_keys must be at least 1")
+        self._clock = clock
+        self._seconds = seconds
+        self._max_keys = max_keys
+        self._until: OrderedDict[str, float] = OrderedDict()
+
+    def bar(self, key: str) -> None:
+        """Bar ``key`` for ``seconds`` from now (again from now, if it already is)."""
+        if self._seconds <= 0:
+            return
+        self._until.pop(key, None)
+        if len(self._until) >= self._max_keys:
+            self._until.popitem(last=False)
+        self._until[key] = self._clock.now() + self._seconds
+
+    def remaining(self, key: str) -> float:
+        """Seconds ``key`` is still barred; 0 if it is not."""
+        until = self._until.get(key)
+        if until is None:
+            return 0.0
+        left = until - self._clock.now()
+        if left <= 0:
+            del self._until[key]
+            return 0.0
+        return left
+
+    def __len__(self) -> int:
+        return len(self._until)
 
 
 class KeyedLimiter:

@@ -33,6 +33,7 @@ class TransportLimits:
     handshake_rate: float = 5.0
     handshake_burst: int = 20
     join_timeout_seconds: float = 10.0
+    abuse_penalty_seconds: float = 10.0
     limiter_max_keys: int = 100_000
     # Packets a connection may send, counted before they are decoded: past this a client is
     # not just refused event by event (each refusal still costs a decode and an answer)

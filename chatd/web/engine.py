@@ -25,7 +25,7 @@ import msgspec
 from aiohttp import WSCloseCode, WSMsgType, web
 
 from ..core.clock import Clock
-from ..core.ratelimit import TokenBucket, retry_after_seconds
+from ..core.ratelimit import Penalties, TokenBucket, retry_after_seconds
 from ..limits import LocalLimits, RateLimit, SharedLimits, SlotLimit
 from .bounds import TransportLimits
 from .http import address_key
@@ -155,14 +155,21 @@ class EngineSocket(engineio.async_socket.AsyncSocket):  # type: ignore[misc]
 
     # -- refusing and closing
 
-    def refuse(self, code: int, reason: str, *, abort: bool = False) -> None:
+    def refuse(
+        self, code: int, reason: str, *, abort: bool = False, penalise: bool = True
+    ) -> None:
         """End the session for breaking a bound: drop what is queued for it, keep nothing
         more, and close its transport (a WebSocket with ``code`` and ``reason``; with
         ``abort``, at once, for a client that does not read and would never take a close
-        frame). Safe from any task."""
+        frame). With ``penalise``, its address may not open another session for
+        ``abuse_penalty_seconds``: a client that breaks a bound on purpose would otherwise
+        come straight back and cost a handshake, a join and a refusal again. Safe from any
+        task."""
         if self.refused is not None or self.closing or self.closed:
             return
         self.refused = (code, reason)
+        if penalise:
+            self.server.penalties.bar(self.address)
         self._drop_queue()
         log.debug("closing an Engine.IO session: %s", reason, extra={"address": self.address})
         if self.ws is not None:
@@ -324,7 +331,12 @@ class EngineSocket(engineio.async_socket.AsyncSocket):  # type: ignore[misc]
                 elif msg.type is WSMsgType.BINARY:
                     self.refuse(WSCloseCode.UNSUPPORTED_DATA, "binary frames are not accepted")
                 else:
-                    break  # closed, or an error (a frame over the size limit got 1009)
+                    # closed, or an error (a frame over the size limit got 1009)
+                    if msg.type is WSMsgType.ERROR and getattr(
+                        msg.data, "code", None
+                    ) == WSCloseCode.MESSAGE_TOO_BIG:
+                        self.server.penalties.bar(self.address)
+                    break
         except engineio.exceptions.SocketIsClosedError:
             pass
         except asyncio.CancelledError:
@@ -380,6 +392,9 @@ class EngineServer(engineio.AsyncServer):  # type: ignore[misc]
         self.handshakes: RateLimit
         self.connections: SlotLimit
         self.use_limits(LocalLimits(clock))
+        # Addresses barred for a while after a session of theirs broke a bound (in this
+        # process: the process that saw it).
+        self.penalties = Penalties(clock, limits.abuse_penalty_seconds, limits.limiter_max_keys)
         # Whether an Engine.IO session has joined a namespace (set by the Socket.IO server).
         self.joined: Callable[[str], bool] = lambda sid: False
         self._tasks: set[asyncio.Future[Any]] = set()
@@ -424,7 +439,9 @@ class EngineServer(engineio.AsyncServer):  # type: ignore[misc]
             return
         socket.join_timer = None
         if not self.joined(sid):
-            socket.refuse(WSCloseCode.POLICY_VIOLATION, "no namespace joined in time")
+            # not penalised: a browser on a stalling network gets here too
+            socket.refuse(WSCloseCode.POLICY_VIOLATION, "no namespace joined in time",
+                          penalise=False)
 
     def _refusal(self, message: str, retry_after: float | None = None) -> dict[str, Any]:
         headers = [("Content-Type", "application/json")]
@@ -440,6 +457,11 @@ class EngineServer(engineio.AsyncServer):  # type: ignore[misc]
     async def _admit(self, address: str) -> dict[str, Any] | None:
         """None, with a place in the address's count taken for the new session; or the
         refusal, with nothing taken."""
+        barred = self.penalties.remaining(address)
+        if barred > 0:
+            return self._refusal(
+                "a connection from this address broke a limit; connect again later", barred
+            )
         if not await self.connections.acquire(address, self.limits.connections_per_address):
             return self._refusal("too many open connections from this address")
         try:

@@ -15,6 +15,7 @@ from typing import Any
 
 import msgspec
 import socketio
+from aiohttp import WSCloseCode
 
 from ..accounts import engineer_for_token
 from ..core.clock import Clock
@@ -31,7 +32,7 @@ from ..core.effects import QUEUE_ROOM, Membership
 from ..core.errors import DeskError, Forbidden, TooLarge, Unauthorized
 from ..core.models import Customer, Engineer, EngineerStatus, Message
 from ..core.ports import AccountStore
-from ..core.ratelimit import TokenBucket
+from ..core.ratelimit import EventBucket, TokenBucket
 from ..limits import LocalLimits, RateLimit, SharedLimits
 from ..tasks import cancel_and_wait
 from . import schemas as s
@@ -53,6 +54,7 @@ class Limits:
     max_event_bytes: int
     event_rate: float = 20.0  # every event, per connection
     event_burst: int = 60
+    event_refusals_max: int = 10  # refused in a row, then the connection is closed
     public_url: str = ""  # where the console is served from; empty: the request's Host
     limiter_max_keys: int = 100_000
     history_rate_total: float = 100.0  # pages of history a second, all connections together
@@ -112,7 +114,7 @@ class BaseNamespace(socketio.AsyncNamespace):  # type: ignore[misc]
         self.emitter = emitter
         self.connect_limiter: RateLimit
         self.use_limits(LocalLimits(clock))
-        self.event_buckets: dict[str, TokenBucket] = {}  # every event, per connection
+        self.event_buckets: dict[str, EventBucket] = {}  # every event, per connection
         # Shared by both namespaces (Sockets sets one bucket on each).
         self.history_budget = TokenBucket(
             clock, limits.history_rate_total, 2 * limits.history_rate_total
@@ -123,7 +125,7 @@ class BaseNamespace(socketio.AsyncNamespace):  # type: ignore[misc]
     async def trigger_event(self, event: str, *args: Any) -> Any:
         if event == "connect":
             sid, environ, auth = args[0], args[1], args[2] if len(args) > 2 else None
-            self.event_buckets[sid] = TokenBucket(
+            self.event_buckets[sid] = EventBucket(
                 self.clock, self.limits.event_rate, self.limits.event_burst
             )
             try:
@@ -153,6 +155,10 @@ class BaseNamespace(socketio.AsyncNamespace):  # type: ignore[misc]
         if bucket is None:
             return _error("unauthorized", "not connected")
         if not bucket.take(EVENT_COST.get(event, 1) if isinstance(event, str) else 1):
+            if bucket.refused > self.limits.event_refusals_max:
+                # Told again and again, and still sending: a flood, not a client that
+                # waits. Each refusal costs a decode and an answer; the close costs one.
+                self._close_flood(sid)
             return _error("rate_limited", "too many events; slow down")
         if event == "session:resume" and not self.history_budget.take():
             # Server-wide: a crowd of connections cannot make the server read and encode
@@ -176,6 +182,15 @@ class BaseNamespace(socketio.AsyncNamespace):  # type: ignore[misc]
         except Exception:
             log.exception("event %s failed", event)
             return _error("internal", "internal error; the request may be retried")
+
+    def _close_flood(self, sid: str) -> None:
+        """Close the Engine.IO connection of ``sid`` (every namespace on it) for ignoring
+        its event rate; its address is barred for a while (chatd.web.engine)."""
+        eio_sid = self.server.manager.eio_sid_from_sid(sid, self.namespace)
+        if eio_sid is not None:
+            self.server.eio.refuse(
+                eio_sid, WSCloseCode.POLICY_VIOLATION, "too many events refused"
+            )
 
     async def on_connect(self, sid: str, environ: dict[str, Any], auth: Any) -> bool:
         raise NotImplementedError

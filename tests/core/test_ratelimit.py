@@ -1,10 +1,18 @@
-"""The limiters' tables stay bounded without forgetting who is being held back, and an
-account's failed logins back it off, doubling up to a maximum."""
+"""The limiters' tables stay bounded without forgetting who is being held back, a
+connection's bucket counts the events it refused in a row, barred addresses stay barred
+for their time and no longer, and an account's failed logins back it off, doubling up to
+a maximum."""
 
 from __future__ import annotations
 
 from chatd.core.clock import FakeClock
-from chatd.core.ratelimit import AccountBackoff, KeyedLimiter, retry_after_seconds
+from chatd.core.ratelimit import (
+    AccountBackoff,
+    EventBucket,
+    KeyedLimiter,
+    Penalties,
+    retry_after_seconds,
+)
 
 
 def test_a_flood_of_new_keys_does_not_free_a_limited_key() -> None:
@@ -87,3 +95,48 @@ def test_the_account_table_is_bounded() -> None:
         backoff.failed(f"user{i}@example.com")
     assert len(backoff) == 10
     assert backoff.wait("user999@example.com") > 0
+
+
+def test_an_event_bucket_counts_refusals_in_a_row_and_an_accepted_event_resets_them() -> None:
+    clock = FakeClock()
+    bucket = EventBucket(clock, rate=1.0, burst=2)
+    assert bucket.take() and bucket.take()
+    assert not bucket.take() and not bucket.take(5)
+    assert bucket.refused == 2
+    clock.advance(1.0)
+    assert bucket.take()
+    assert bucket.refused == 0
+    assert not bucket.take()
+    assert bucket.refused == 1
+
+
+def test_a_barred_address_is_barred_for_its_time_and_then_free() -> None:
+    clock = FakeClock()
+    penalties = Penalties(clock, seconds=10.0, max_keys=100)
+    assert penalties.remaining("203.0.113.5") == 0.0
+    penalties.bar("203.0.113.5")
+    clock.advance(4.0)
+    assert penalties.remaining("203.0.113.5") == 6.0
+    assert penalties.remaining("203.0.113.6") == 0.0
+    penalties.bar("203.0.113.5")  # again: from now
+    clock.advance(9.0)
+    assert penalties.remaining("203.0.113.5") == 1.0
+    clock.advance(1.0)
+    assert penalties.remaining("203.0.113.5") == 0.0
+    assert len(penalties) == 0  # an expired bar is dropped when seen
+
+
+def test_the_barred_table_is_bounded_and_forgets_the_oldest_bar() -> None:
+    clock = FakeClock()
+    penalties = Penalties(clock, seconds=60.0, max_keys=100)
+    for i in range(1000):
+        penalties.bar(f"198.51.100.{i}")
+    assert len(penalties) == 100
+    assert penalties.remaining("198.51.100.0") == 0.0
+    assert penalties.remaining("198.51.100.999") == 60.0
+
+
+def test_no_penalty_bars_nothing() -> None:
+    penalties = Penalties(FakeClock(), seconds=0.0)
+    penalties.bar("203.0.113.5")
+    assert penalties.remaining("203.0.113.5") == 0.0 and len(penalties) == 0

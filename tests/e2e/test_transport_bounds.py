@@ -366,6 +366,110 @@ async def test_a_client_flooding_past_its_event_rate_is_disconnected(chatd_facto
     await chat_still_works(chatd, "after-flood")
 
 
+async def close_of(ws: aiohttp.ClientWebSocketResponse, timeout: float = 15) -> tuple[int, str]:
+    """Read (and drop) what the server sends until it closes: (close code, reason)."""
+    async def until_closed() -> tuple[int, str]:
+        while True:
+            msg = await ws.receive()
+            if msg.type == aiohttp.WSMsgType.CLOSE:
+                return int(msg.data), str(msg.extra or "")
+            if msg.type in (aiohttp.WSMsgType.CLOSING, aiohttp.WSMsgType.CLOSED,
+                            aiohttp.WSMsgType.ERROR):
+                return ws.close_code or 0, ""
+
+    return await asyncio.wait_for(until_closed(), timeout)
+
+
+def typing_frame(ack: int) -> str:
+    return f'42/customer,{ack}["typing",{{"session_id":"x","typing":true}}]'
+
+
+async def answers(ws: aiohttp.ClientWebSocketResponse, n: int) -> list[str]:
+    """The next ``n`` acknowledgements on /customer."""
+    got: list[str] = []
+    while len(got) < n:
+        msg = await ws.receive(timeout=5)
+        assert msg.type == aiohttp.WSMsgType.TEXT, msg
+        if msg.data.startswith("43/customer,"):
+            got.append(msg.data)
+    return got
+
+
+async def test_a_client_that_goes_on_after_rate_limited_is_closed_after_a_few_refusals(
+    chatd_factory: Any,
+) -> None:
+    """Each refused event costs a decode and an answer: a connection told ``rate_limited``
+    more than ``event_refusals_max`` times in a row, with nothing accepted between, is
+    closed, long before the packet flood bound. One that waits after a refusal never is."""
+    clock = FakeClock()  # no bucket refills unless the test says so
+    chatd = await chatd_factory(clock=clock, event_rate=1.0, event_burst=20,
+                                event_refusals_max=3)
+    async with aiohttp.ClientSession() as http:
+        flooder, flooder_sid = await open_ws(http, chatd.url, join="/customer")
+        patient, patient_sid = await open_ws(http, chatd.url, join="/customer")
+        # The patient one spends its burst and is refused three times in a row: the most
+        # a client may hear in a row. It waits; a token comes; once more; and again.
+        for i in range(23):
+            await patient.send_str(typing_frame(i))
+        got = await answers(patient, 23)
+        assert sum('"rate_limited"' in a for a in got) == 3, got
+        for round_ in range(2):
+            clock.advance(1.0)
+            await patient.send_str(typing_frame(100 + round_))
+            assert '"rate_limited"' not in (await answers(patient, 1))[0]
+            for i in range(3):
+                await patient.send_str(typing_frame(200 + 10 * round_ + i))
+            assert all('"rate_limited"' in a for a in await answers(patient, 3))
+        # The flooder's fourth refusal in a row closes its connection; 24 packets are far
+        # below the packet flood bound (twice the burst at once, here 40).
+        for i in range(24):
+            await flooder.send_str(typing_frame(i))
+        assert await close_of(flooder) == (1008, "too many events refused")
+        assert await gone(chatd, flooder_sid)
+        assert not await gone(chatd, patient_sid, timeout=0.2)
+        await patient.close()
+    await chat_still_works(chatd, "after-refusals")
+
+
+async def test_an_address_that_broke_a_bound_may_not_connect_for_a_while(
+    chatd_factory: Any,
+) -> None:
+    """A client closed for breaking a bound would come straight back and cost a handshake,
+    a join and a refusal again: its address is refused new sessions (429, with
+    ``Retry-After``) for ``abuse_penalty_seconds``. Other addresses, and the address's
+    connections already open, are not affected; a join deadline bars nobody."""
+    clock = FakeClock()
+    chatd = await chatd_factory(clock=clock, abuse_penalty_seconds=10.0,
+                                join_timeout_seconds=0.5, **PROXY)
+    async with aiohttp.ClientSession() as http:
+        other, _ = await open_ws(http, chatd.url, join="/customer", address="203.0.113.7")
+        bad, _ = await open_ws(http, chatd.url, join="/customer", address="203.0.113.7")
+        await bad.send_bytes(b"\x00" * 10)
+        assert (await close_of(bad))[0] == 1003
+        async with http.get(polling_url(chatd.url), headers=xff("203.0.113.7")) as r:
+            assert r.status == 429
+            assert r.headers["Retry-After"] == "10"
+            assert (await r.json())["error"] == {
+                "code": "rate_limited",
+                "message": "a connection from this address broke a limit; connect again later",
+            }
+        with pytest.raises(aiohttp.WSServerHandshakeError) as refused:
+            await http.ws_connect(ws_url(chatd.url), headers=xff("203.0.113.7"))
+        assert refused.value.status == 429
+        # The address's connection that broke nothing goes on.
+        await other.send_str(typing_frame(1))
+        assert '"bad_request"' in (await answers(other, 1))[0]  # answered
+        # Others connect; a session closed by the join deadline bars nobody.
+        idle, _ = await open_ws(http, chatd.url, address="198.51.100.8")
+        assert (await close_of(idle))[0] == 1008
+        assert (await handshake(http, chatd.url, "198.51.100.8")).status == 200
+        clock.advance(9.0)
+        assert (await handshake(http, chatd.url, "203.0.113.7")).status == 429
+        clock.advance(1.0)
+        assert (await handshake(http, chatd.url, "203.0.113.7")).status == 200
+        await other.close()
+
+
 # -- server-wide budgets
 
 
