@@ -143,7 +143,7 @@ def create_app(
         event_refusals_max=settings.event_refusals_max,
         public_url=settings.public_url,
         limiter_max_keys=settings.limiter_max_keys,
-        history_rate_total=settings.history_rate_total,
+        history_messages_rate_total=settings.history_messages_rate_total,
     )
     sockets = Sockets(
         link, clock, limits, origin_checker(settings), accounts=store,

@@ -280,8 +280,8 @@ class Settings:
     # Server-wide budgets for the dearest work a crowd of addresses can ask for.
     # new Engine.IO sessions a second, all addresses:
     handshake_rate_total: float = setting(200.0, _as_float(1, 1_000_000))
-    # pages of history a second, all connections:
-    history_rate_total: float = setting(100.0, _as_float(1, 1_000_000))
+    # messages of history a second (in session:resume answers), all connections:
+    history_messages_rate_total: float = setting(2000.0, _as_float(1, 1_000_000))
     chat_max_messages: int = setting(5000, _as_int(10, 10_000_000), desk="chat_max_messages")
     # after the chat closes:
     resume_token_ttl_seconds: float = setting(

@@ -83,7 +83,7 @@ def make_settings(tmp_path: Path, **overrides: Any) -> Settings:
         "upload_concurrent_per_address": 10_000,
         "abuse_penalty_seconds": 0.0,
         "handshake_rate_total": 100_000.0,
-        "history_rate_total": 100_000.0,
+        "history_messages_rate_total": 1_000_000.0,
     }
     values.update(overrides)
     return Settings(**values)

@@ -34,6 +34,12 @@ class TokenBucket:
             return True
         return False
 
+    def charge(self, cost: float) -> None:
+        """Take ``cost`` whether it is there or not, for work whose price is known only once
+        it is done: the bucket may go into debt, and gives nothing until it is paid back."""
+        self._refill()
+        self._tokens -= cost
+
     def wait(self, cost: float = 1.0) -> float:
         """Seconds until ``cost`` could be taken; 0 if it can be now."""
         self._refill()

@@ -57,7 +57,8 @@ class Limits:
     event_refusals_max: int = 10  # refused in a row, then the connection is closed
     public_url: str = ""  # where the console is served from; empty: the request's Host
     limiter_max_keys: int = 100_000
-    history_rate_total: float = 100.0  # pages of history a second, all connections together
+    # messages of history a second (session:resume answers), all connections together
+    history_messages_rate_total: float = 2000.0
 
 
 # Events that cost the server much more than the rest (a database read and up to a page of
@@ -117,7 +118,7 @@ class BaseNamespace(socketio.AsyncNamespace):  # type: ignore[misc]
         self.event_buckets: dict[str, EventBucket] = {}  # every event, per connection
         # Shared by both namespaces (Sockets sets one bucket on each).
         self.history_budget = TokenBucket(
-            clock, limits.history_rate_total, 2 * limits.history_rate_total
+            clock, limits.history_messages_rate_total, 2 * limits.history_messages_rate_total
         )
         self.handlers: dict[str, tuple[type[Any], Handler]] = {}
         self.conns: dict[str, Any] = {}
@@ -162,7 +163,8 @@ class BaseNamespace(socketio.AsyncNamespace):  # type: ignore[misc]
             return _error("rate_limited", "too many events; slow down")
         if event == "session:resume" and not self.history_budget.take():
             # Server-wide: a crowd of connections cannot make the server read and encode
-            # more history than this, whatever each of them may.
+            # more history than this, whatever each of them may. A page costs a message
+            # here, the rest of its messages once read (_history_read).
             return _error("rate_limited", "the server is busy; ask again in a second")
         entry = self.handlers.get(event) if isinstance(event, str) else None
         if entry is None:
@@ -182,6 +184,13 @@ class BaseNamespace(socketio.AsyncNamespace):  # type: ignore[misc]
         except Exception:
             log.exception("event %s failed", event)
             return _error("internal", "internal error; the request may be retried")
+
+    def _history_read(self, messages: list[Message]) -> list[dict[str, Any]]:
+        """``messages``, read for a ``session:resume`` answer, on the wire; what the page
+        cost beyond the message its event paid for is charged to the history budget."""
+        if len(messages) > 1:
+            self.history_budget.charge(len(messages) - 1)
+        return _messages(messages)
 
     def _close_flood(self, sid: str) -> None:
         """Close the Engine.IO connection of ``sid`` (every namespace on it) for ignoring
@@ -337,7 +346,7 @@ class CustomerNamespace(BaseNamespace):
         if session.is_open:
             await self._attach(sid, conn, session.id, session.customer)
         wire, messages, more = await self.desk.history(session.customer, p.session_id, p.after_seq)
-        return {"session": wire, "messages": _messages(messages), "more": more}
+        return {"session": wire, "messages": self._history_read(messages), "more": more}
 
     async def message_send(self, sid: str, p: s.MessageSend) -> dict[str, Any]:
         actor = self._conn(sid).actor(p.session_id)
@@ -507,7 +516,7 @@ class EngineerNamespace(BaseNamespace):
     async def session_resume(self, sid: str, p: s.EngineerResume) -> dict[str, Any]:
         conn = self._conn(sid)
         wire, messages, more = await self.desk.history(conn.engineer, p.session_id, p.after_seq)
-        return {"session": wire, "messages": _messages(messages), "more": more}
+        return {"session": wire, "messages": self._history_read(messages), "more": more}
 
     async def message_send(self, sid: str, p: s.MessageSend) -> dict[str, Any]:
         conn = self._conn(sid)

@@ -494,23 +494,40 @@ async def test_new_sessions_past_the_server_wide_budget_answer_503(chatd_factory
             assert r.status == 200
 
 
-async def test_history_pages_past_the_server_wide_budget_are_refused_for_everyone(
+async def test_history_past_the_server_wide_budget_is_refused_for_everyone(
     chatd_factory: Any,
 ) -> None:
-    chatd = await chatd_factory(history_rate_total=1.0)
+    """The budget counts messages read for ``session:resume`` answers, not answers: one
+    long page spends what many short ones would, and everyone waits until it is paid."""
+    clock = FakeClock()
+    chatd = await chatd_factory(clock=clock, history_messages_rate_total=10.0)
     eng, eng_in = await engineer(chatd, "alex@example.com")
     cust, _ = await guest(chatd, "Carol")
     sid, resume = await start_chat(chatd, eng, eng_in, cust)
+    for n in range(40):
+        r = await call(cust, "/customer", "message:send",
+                       {"session_id": sid, "client_msg_id": f"m{n}", "body": f"line {n}"})
+        assert r["ok"], r
+    total = int(r["message"]["seq"])  # the chat's messages, chatd's own included
     other, _ = await guest(chatd, "Other")
-    creds = {"session_id": sid, "resume_token": resume, "after_seq": 0}
-    answers = [await call(cust, "/customer", "session:resume", creds) for _ in range(3)]
-    assert [a["ok"] for a in answers[:2]] == [True, True], answers
-    busy = [a for a in answers if not a["ok"]]
-    # Another connection (another person, even) meets the same budget.
-    busy.append(await call(other, "/customer", "session:resume", creds))
-    busy.append(await call(eng, "/engineer", "session:resume", {"session_id": sid}))
-    assert [b["ok"] for b in busy] == [False] * len(busy), busy
+    creds = {"session_id": sid, "resume_token": resume}
+    # A page of one message costs one of the burst of 20; a page of all of them, the rest
+    # and more.
+    one = await call(cust, "/customer", "session:resume", {**creds, "after_seq": total - 1})
+    assert one["ok"] and len(one["messages"]) == 1, one
+    every = await call(cust, "/customer", "session:resume", {**creds, "after_seq": 0})
+    assert every["ok"] and len(every["messages"]) == total, every
+    # The long page left the budget in debt (19 - total): everybody is refused.
+    busy = [await call(cust, "/customer", "session:resume", {**creds, "after_seq": total - 1}),
+            await call(other, "/customer", "session:resume", {**creds, "after_seq": total - 1}),
+            await call(eng, "/engineer", "session:resume", {"session_id": sid})]
+    assert [b["ok"] for b in busy] == [False] * 3, busy
     assert all(b["error"]["code"] == "rate_limited" for b in busy)
     assert "busy" in busy[0]["error"]["message"]
-    await asyncio.sleep(1.2)  # it refills
-    assert (await call(eng, "/engineer", "session:resume", {"session_id": sid}))["ok"]
+    # It is paid back at 10 messages a second: one more page of one after (total - 18) / 10 s.
+    clock.advance((total - 18) / 10 - 0.05)
+    assert not (await call(eng, "/engineer", "session:resume",
+                           {"session_id": sid, "after_seq": total - 1}))["ok"]
+    clock.advance(0.1)
+    assert (await call(eng, "/engineer", "session:resume",
+                       {"session_id": sid, "after_seq": total - 1}))["ok"]
