@@ -65,6 +65,9 @@ class Limits:
 # history, or the whole desk) take more of a connection's event allowance: with the
 # defaults, 4 resumes a second (12 at once) and 10 snapshots a second.
 EVENT_COST = {"session:resume": 5.0, "queue:snapshot": 2.0}
+# A message of history counts once per this many characters of its body begun, against the
+# server-wide history budget.
+HISTORY_UNIT = 4096
 
 
 def _error(code: str, message: str, **details: Any) -> dict[str, Any]:
@@ -187,9 +190,12 @@ class BaseNamespace(socketio.AsyncNamespace):  # type: ignore[misc]
 
     def _history_read(self, messages: list[Message]) -> list[dict[str, Any]]:
         """``messages``, read for a ``session:resume`` answer, on the wire; what the page
-        cost beyond the message its event paid for is charged to the history budget."""
-        if len(messages) > 1:
-            self.history_budget.charge(len(messages) - 1)
+        cost beyond the message its event paid for is charged to the history budget: a
+        message counts once per HISTORY_UNIT characters of its body begun (reading and
+        encoding a long one costs as much as a few short ones)."""
+        cost = sum(1 + max(0, len(m.body) - 1) // HISTORY_UNIT for m in messages)
+        if cost > 1:
+            self.history_budget.charge(cost - 1)
         return _messages(messages)
 
     def _close_flood(self, sid: str) -> None:

@@ -531,3 +531,13 @@ async def test_history_past_the_server_wide_budget_is_refused_for_everyone(
     clock.advance(0.1)
     assert (await call(eng, "/engineer", "session:resume",
                        {"session_id": sid, "after_seq": total - 1}))["ok"]
+    # A message of 10,000 characters counts three times (once per 4,096 begun): from a
+    # full budget, seven pages of it go out (the seventh into debt), not twenty.
+    r = await call(cust, "/customer", "message:send",
+                   {"session_id": sid, "client_msg_id": "long", "body": "x" * 10_000})
+    assert r["ok"], r
+    clock.advance(10.0)
+    pages = [await call(eng, "/engineer", "session:resume",
+                        {"session_id": sid, "after_seq": total}) for _ in range(8)]
+    assert all(len(p["messages"]) == 1 for p in pages[:7]), pages
+    assert [p["ok"] for p in pages] == [True] * 7 + [False], pages
