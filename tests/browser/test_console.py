@@ -14,12 +14,14 @@ from tests.browser.helpers import (
     customer_says,
     engineer_console,
     engineer_says,
+    js_errors,
     new_page,
     request_chat,
+    signed_in_console,
     w,
     widget_page,
 )
-from tests.e2e.helpers import customer_jwt
+from tests.e2e.helpers import call, customer_jwt, engineer, guest, start_chat
 
 
 async def test_queue_waits_tick_and_turn_amber_past_warning_then_red_past_target(
@@ -185,3 +187,38 @@ async def test_the_console_uploads_and_signs_out_through_the_cross_site_checks(
     await console.get_by_role("button", name="Sign out").click()
     await expect(console.get_by_label("Email")).to_be_visible()
     assert await console.evaluate("fetch('/api/me').then((r) => r.status)") == 401
+
+
+async def test_a_console_with_many_chats_catches_up_within_the_connection_allowance(
+    chatd_factory: Any, browser: Browser
+) -> None:
+    """The console opens with every chat of its engineer and pages their history in: with
+    a desk's own event limits (a session:resume costs 5 of 60 events at once; more than 10
+    refused in a row close the connection and bar the address), 24 chats must not be asked
+    for at once. A closed connection would stay barred here, and the chats empty."""
+    chats = 24
+    chatd = await chatd_factory(
+        default_capacity=chats, max_capacity=chats, event_rate=20.0, event_burst=60,
+        event_refusals_max=10, abuse_penalty_seconds=60.0,
+    )
+    eng, eng_in = await engineer(chatd, "dana@vendor.example", name="Dana Engineer")
+    customers = []
+    for i in range(chats):
+        cust, _ = await guest(chatd, f"Customer{i:02d}")
+        sid, _ = await start_chat(chatd, eng, eng_in, cust, topic=f"Case {i}")
+        r = await call(cust, "/customer", "message:send",
+                       {"session_id": sid, "client_msg_id": "hello", "body": f"hello from {i:02d}"})
+        assert r["ok"], r
+        customers.append(cust)
+    await eng.disconnect()
+
+    page = await signed_in_console(browser, chatd.url, "dana@vendor.example", available=False)
+    await expect(page.locator(".tab")).to_have_count(chats)
+    for i in range(chats):
+        await page.locator(".tab", has_text=f"Customer{i:02d}").click()
+        pane = page.locator(".pane:not([hidden])")
+        await expect(pane.locator(".msg--other")).to_contain_text([f"hello from {i:02d}"])
+    await expect(page.locator(".conn")).to_have_text("Connected")
+    assert js_errors(page) == []
+    for cust in customers:
+        await cust.disconnect()

@@ -28,6 +28,10 @@ function mmss(seconds) {
 // queue:alert levels the bar shows, from the earliest sign to the worst: the desk predicts a
 // wait past the target, a customer has waited past the warning, past the target.
 const ALERT_LEVELS = ['predicted', 'warning', 'breach'];
+// Chats whose history the console asks for at once: a session:resume costs 5 of the 60
+// events a connection may send at once, and a refusal past them is one of the few a
+// connection may hear in a row (docs/protocol.md#limits).
+const RESUMES_AT_ONCE = 4;
 // queue:snapshot and session:resume rounds after a session:resync (docs/protocol.md#resync).
 
 /** A threshold in words: "5 min", "1 min 30 s", "45 s". */
@@ -265,8 +269,29 @@ class Chat {
   }
 
   /** Fetches what was missed since the last message without a gap. Resolves false when a
-   * transient error (no answer, the desk changing hands) stopped it. */
-  async resume() {
+   * transient error (no answer, the desk changing hands) stopped it. A call while one is
+   * under way runs it once more after it; the console pages a few chats at a time
+   * (ConsoleApp.paced), so that catching up on many chats never sends a burst of
+   * session:resume past the connection's allowance (docs/protocol.md#limits). */
+  resume() {
+    if (this.resuming) {
+      this.resumeAgain = true;
+      return this.resuming;
+    }
+    this.resuming = (async () => {
+      let ok = true;
+      do {
+        this.resumeAgain = false;
+        ok = await this.app.paced(() => this.resumeOnce());
+      } while (ok && this.resumeAgain);
+      return ok;
+    })().finally(() => {
+      this.resuming = null;
+    });
+    return this.resuming;
+  }
+
+  async resumeOnce() {
     let after = this.contiguousSeq();
     for (let round = 0; round < 50; round += 1) {
       const res = await call(this.app.socket, 'session:resume', { session_id: this.id, after_seq: after });
@@ -439,6 +464,9 @@ class ConsoleApp {
     this.socket = null;
     this.connected = false;
     this.chats = new Map();
+    // session:resume rounds under way, and those waiting for a place (paced).
+    this.pacedNow = 0;
+    this.pacedWaiting = [];
     this.order = [];
     this.activeId = null;
     this.offers = new Map();
@@ -625,6 +653,21 @@ class ConsoleApp {
   async logout() {
     await requestJson('/api/logout', { method: 'POST', credentials: 'same-origin' });
     this.loggedOut(T.signedOut);
+  }
+
+  /** Runs ``fn`` when fewer than RESUMES_AT_ONCE others are running. */
+  async paced(fn) {
+    while (this.pacedNow >= RESUMES_AT_ONCE) {
+      await new Promise((resolve) => this.pacedWaiting.push(resolve));
+    }
+    this.pacedNow += 1;
+    try {
+      return await fn();
+    } finally {
+      this.pacedNow -= 1;
+      const next = this.pacedWaiting.shift();
+      if (next) next();
+    }
   }
 
   async onConnect() {
