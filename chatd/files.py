@@ -107,6 +107,13 @@ class _Digest(threading.Thread):
         self._waiter: asyncio.Future[None] | None = None
         self._abort = False
         self.finished: asyncio.Future[None] = loop.create_future()
+        self._launch: asyncio.Future[None] | None = None
+
+    def start_soon(self, executor: ThreadPoolExecutor) -> None:
+        """Start the thread from ``executor``: ``Thread.start`` waits until the new thread
+        runs, which on a busy machine is a scheduler's turn that the event loop (every
+        other client) would spend waiting. Chunks fed meanwhile wait in the queue."""
+        self._launch = self._loop.run_in_executor(executor, self.start)
 
     def feed(self, chunk: bytes) -> None:
         with self._lock:
@@ -125,6 +132,15 @@ class _Digest(threading.Thread):
         """Hash what is queued (or, aborting, skip it) and wait for the thread to end."""
         self._abort = self._abort or abort
         self._chunks.put(None)
+        if self._launch is not None:
+            try:
+                await asyncio.shield(self._launch)
+            except Exception:  # the thread could not start: nothing to wait for
+                return
+            except asyncio.CancelledError:
+                if self._launch.cancelled():  # the executor was shut down first
+                    return
+                raise
         await asyncio.shield(self.finished)
 
     def run(self) -> None:
@@ -212,7 +228,7 @@ class Upload:
         )
         self._writer = asyncio.create_task(self._write_loop())
         self._digest = _Digest(asyncio.get_running_loop())
-        self._digest.start()
+        self._digest.start_soon(self.owner.io)
         return self
 
     async def __aexit__(

@@ -18,7 +18,7 @@ import pytest
 from PIL import Image
 
 from chatd.core.models import Role
-from chatd.files import FairExecutor
+from chatd.files import FairExecutor, UploadFolder, _Digest
 from chatd.web import keys
 from tests.web.conftest import ChatdProcess
 from tests.web.test_attachments import (
@@ -461,6 +461,42 @@ async def test_an_upload_that_would_pass_the_free_disk_floor_is_cut_off_while_st
     assert status == 507, body
     assert body["error"]["code"] == "insufficient_storage"
     await no_attachment_left(chat)
+
+
+async def test_the_event_loop_never_waits_for_an_upload_thread_to_start(
+    tmp_path: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``Thread.start`` returns only once the new thread runs: on a saturated machine the
+    event loop, and every client on it, would wait for the scheduler at each upload. The
+    hashing thread is started from the folder's own threads; what is written meanwhile is
+    hashed all the same."""
+    import hashlib
+
+    loop_thread = threading.current_thread()
+    started_from: list[threading.Thread] = []
+    start = _Digest.start
+
+    def recording_start(self: _Digest) -> None:
+        started_from.append(threading.current_thread())
+        start(self)
+
+    monkeypatch.setattr(_Digest, "start", recording_start)
+    folder = UploadFolder(tmp_path / "uploads")
+    await folder.start()
+    try:
+        data = [b"line %d\n" % i for i in range(10_000)]
+        async with folder.upload(10 * MiB, "too large") as upload:
+            for chunk in data:
+                await upload.write(chunk)
+            digest = await upload.finish()
+        assert digest == hashlib.sha256(b"".join(data)).hexdigest()
+        assert started_from and loop_thread not in started_from
+        # An upload given up at once still ends its thread.
+        async with folder.upload(10 * MiB, "too large"):
+            pass
+        assert len(started_from) == 2
+    finally:
+        await folder.aclose()
 
 
 # ---------------------------------------------------------------------- image decoding
