@@ -170,9 +170,9 @@ async def test_frames_chatd_never_takes_close_the_connection(
 async def test_an_oversized_frame_closes_the_connection_but_a_large_event_gets_its_answer(
     chatd_factory: Any,
 ) -> None:
-    chatd = await chatd_factory(max_event_bytes=4096)
+    chatd = await chatd_factory(max_event_bytes=4096, abuse_penalty_seconds=10.0, **PROXY)
     async with aiohttp.ClientSession() as http:
-        ws, eio_sid = await open_ws(http, chatd.url, join="/customer")
+        ws, eio_sid = await open_ws(http, chatd.url, join="/customer", address="203.0.113.4")
         # Over the event limit but within the frame limit: answered, and still connected.
         await ws.send_str('42/customer,7["chat:request",' + json.dumps(
             {"topic": "t", "padding": "x" * 6000}) + "]")
@@ -183,7 +183,10 @@ async def test_an_oversized_frame_closes_the_connection_but_a_large_event_gets_i
         await ws.send_str('42/customer,8["typing",' + json.dumps({"x": "x" * 10_000}) + "]")
         assert await closed_by_server(ws) == 1009
         await ws.close()
-    assert await gone(chatd, eio_sid)
+        assert await gone(chatd, eio_sid)
+        # The frame too large bars its address; other addresses connect.
+        assert (await handshake(http, chatd.url, "203.0.113.4")).status == 429
+        assert (await handshake(http, chatd.url, "198.51.100.4")).status == 200
 
 
 async def test_polling_binary_and_oversized_bodies_end_the_session(chatd_factory: Any) -> None:
