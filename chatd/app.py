@@ -227,8 +227,7 @@ def create_app(
         if role.term is not None:  # the desk ran here
             await purge.stop()
         await sockets.stop()
-        if role.term is not None:
-            await role.release()
+        await role.release()
         if cluster is not None:
             await cluster.stop()
             await manager.stop()

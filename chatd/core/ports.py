@@ -54,7 +54,8 @@ class DeskLease(Protocol):
         ...
 
     async def release(self) -> None:
-        """Give the lease up now (a clean stop), so that a standby takes over at once."""
+        """Give the lease up now, if held (a clean stop), so that a standby takes over at
+        once; and let go of whatever looking for it kept open."""
         ...
 
     def describe(self) -> str:

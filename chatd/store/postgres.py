@@ -72,6 +72,7 @@ class PostgresStore(
         self.pool_size = pool_size
         self._pool = None
         self._writer = PostgresWriter(self._the_pool)
+        self._leases: list[PostgresLease] = []  # their connections end with the store
         self._version = 0
 
     @property
@@ -86,7 +87,9 @@ class PostgresStore(
     def desk_lease(
         self, node: str, seconds: float, on_lost: Callable[[], None]
     ) -> PostgresLease:
-        return PostgresLease(self._the_pool, self._writer, node, seconds, on_lost)
+        lease = PostgresLease(self._the_pool, self._writer, node, seconds, on_lost, self.dsn)
+        self._leases.append(lease)
+        return lease
 
     @property
     def batched_ops(self) -> int:
@@ -124,6 +127,8 @@ class PostgresStore(
 
     async def close(self) -> None:
         await self._writer.stop()
+        for lease in self._leases:
+            await lease.close()
         pool, self._pool = self._pool, None
         if pool is not None:
             await pool.close()

@@ -107,13 +107,13 @@ class DeskRole:
         self._tasks = []
 
     async def release(self) -> None:
-        """Give the lease up (after the desk's last writes), for a standby to take now."""
-        if self.leading:
-            self.leading = False
-            try:
-                await self.lease.release()
-            except Exception as exc:  # it expires by itself
-                log.warning("could not release the desk's lease: %s", exc)
+        """Give the lease up if this process holds it (after the desk's last writes), for a
+        standby to take now; a standby lets go of what it kept to look for it."""
+        self.leading = False
+        try:
+            await self.lease.release()
+        except Exception as exc:  # it expires by itself
+            log.warning("could not release the desk's lease: %s", exc)
 
     async def _stand_by(self) -> None:
         while True:

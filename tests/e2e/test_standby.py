@@ -153,6 +153,9 @@ async def test_a_paused_holder_is_fenced_and_writes_nothing(
 
             assert first.proc is not None
             os.kill(first.proc.pid, signal.SIGSTOP)
+            # Paused, it still holds its connection: the standby waits for the lease.
+            await asyncio.sleep(LEASE / 2)
+            assert await _status(http, second.url, "/readyz") == (503, {"status": "standby"})
             await _until_ready(http, second, limit=LEASE + 8)
             os.kill(first.proc.pid, signal.SIGCONT)
             # The resumed process may still be asked to write: it must refuse.
@@ -183,6 +186,55 @@ async def test_a_paused_holder_is_fenced_and_writes_nothing(
             await back.disconnect()
     log = first.log.read_text(errors="replace")
     assert "took over the desk" in log or "passed to another process" in log
+
+
+@pytest.mark.parametrize("db_backend", ["postgres"])
+async def test_a_killed_holder_is_replaced_without_waiting_for_its_lease(
+    tmp_path: Path, database_url: str
+) -> None:
+    """A holder killed outright ends its database connection, and with it the lock that
+    says it lives: a standby, or the same desk started again, takes over at once instead
+    of after the lease (a minute here)."""
+    env = {**ENV, "CHATD_DESK_LEASE_SECONDS": "60"}
+    for name in ("a", "b", "c"):
+        (tmp_path / name).mkdir()
+    first, standby, again = (Server(tmp_path / name, env, database_url)
+                             for name in ("a", "b", "c"))
+    try:
+        await first.start()
+        standby.spawn()
+        async with aiohttp.ClientSession() as http:
+            c = await connect(first.url, "/customer",
+                              {"guest": {"name": "Ann", "email": "a@x.io"}})
+            r = await _call(c, "/customer", "chat:request", {"topic": "VPN"})
+            assert r["ok"], r
+            sid = r["session"]["id"]
+            await c.disconnect()
+            while True:  # the standby is up, and stands by
+                try:
+                    if (await _status(http, standby.url, "/healthz"))[0] == 200:
+                        break
+                except aiohttp.ClientError:
+                    pass
+                await asyncio.sleep(0.1)
+            assert (await _status(http, standby.url, "/readyz"))[0] == 503
+            first.kill9()
+            took = await _until_ready(http, standby, limit=20)
+            print(f"standby ready {took:.2f} s after the kill (lease 60 s)")
+            # Nobody stands by this time: the desk started again after a kill -9.
+            standby.kill9()
+            await again.start()  # ready within 20 s, or this fails
+        waiting = await connect(again.url, "/customer", {"guest": {"name": "Ben",
+                                                                     "email": "b@x.io"}})
+        try:
+            r = await _call(waiting, "/customer", "chat:request", {"topic": "DNS"})
+            assert r["ok"] and r["session"]["position"] == 2, r  # Ann's chat was kept
+            assert r["session"]["id"] != sid
+        finally:
+            await waiting.disconnect()
+    finally:
+        for s in (first, standby, again):
+            s.stop()
 
 
 async def test_a_second_process_on_one_sqlite_database_refuses_to_start(

@@ -108,3 +108,44 @@ async def test_renewing_late_keeps_the_term_when_nobody_took_over(backend: Backe
     await backend.store.append_message(text(session.id, "still the holder"))
     assert lost.calls == 0
 
+
+
+async def test_a_holder_whose_connection_ended_is_replaced_before_its_lease_expires(
+    backend: Backend,
+) -> None:
+    """A holder killed outright ends its database connections: the lease passes at once,
+    not after its 30 s, and the old holder, were it still somehow alive, is fenced."""
+    if not backend.shared:
+        pytest.skip(f"one process owns a {backend.name} database")
+    old_store = backend.store
+    new_store = await backend.another()
+    lost = Lost()
+    old = old_store.desk_lease("old", 30, lost)
+    new = new_store.desk_lease("new", 30, Lost())
+    assert await old.acquire() == 1
+    assert await new.acquire() is None  # alive and unexpired: not taken
+    await terminate(backend, "chatd lease", keep=new)  # as a kill -9 would end it
+    assert await new.acquire() == 2
+    session, _ = await create(new_store)
+    with pytest.raises(Fenced):
+        await old_store.append_message(text(session.id, "from the old holder"))
+    assert lost.calls == 1
+    third = (await backend.another()).desk_lease("third", 30, Lost())
+    assert await third.acquire() is None  # the new holder's connection lives
+
+
+async def terminate(backend: Backend, application: str, keep: object) -> None:
+    """End every server session of ``application`` but the one ``keep`` holds."""
+    import asyncpg
+
+    spared = getattr(keep, "_alive", None)
+    pid = spared.get_server_pid() if spared is not None else 0
+    conn = await asyncpg.connect(backend.url)  # type: ignore[attr-defined]
+    try:
+        await conn.execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+            " WHERE application_name = $1 AND datname = current_database() AND pid <> $2",
+            application, pid,
+        )
+    finally:
+        await conn.close()
