@@ -4,7 +4,8 @@
 Channels, under a prefix of the desk's own (two desks may share a Redis):
 
 - ``PREFIX:desk``: calls and presence, to the process that runs the desk (it alone listens);
-- ``PREFIX:host:ID``: the answers to one process's calls.
+- ``PREFIX:host:ID``: the answers to one process's calls;
+- ``PREFIX:news``: to every process: a process that has just taken the desk over says so.
 
 Everything a process publishes goes out through one connection, in order: its presence
 counts and its calls reach the desk in the order they were made. Each process sends its
@@ -13,8 +14,11 @@ heard from for ``silent_for`` seconds for dead, and its connections for gone (gr
 start, offers to its engineers are withdrawn).
 
 A call nobody listens for (no process runs the desk: a takeover is under way) fails at once
-with ``unavailable``; one with no answer within ``call_timeout`` seconds too. Clients retry
-those (a message with the same ``client_msg_id`` is stored once).
+with ``unavailable``; one with no answer within ``call_timeout`` seconds too. So does every
+call still waiting when another process announces that it now runs the desk: the process
+that died may have taken it with it, and the takeover can come before anyone finds the
+desk's channel empty. Clients retry those (a message with the same ``client_msg_id`` is
+stored once, and a retry of what the new desk already did is answered from the store).
 """
 
 from __future__ import annotations
@@ -68,6 +72,7 @@ class ClusterLink:
         self.host = uuid.uuid4().hex
         self.desk_channel = f"{prefix}:desk"
         self.my_channel = f"{prefix}:host:{self.host}"
+        self.news_channel = f"{prefix}:news"
         self.hosts = HostPresence(link.desk, self._spawn_effects)
         self._pending: dict[str, asyncio.Future[Any]] = {}
         self._ids = itertools.count()
@@ -109,11 +114,23 @@ class ClusterLink:
             await asyncio.sleep(0.1)
 
     def lead(self) -> None:
-        """This process now runs the desk: listen to the desk's channel too."""
+        """This process now runs the desk: listen to the desk's channel too, and once it
+        does, tell the others (their calls to the former desk fail, to be tried again)."""
         self._leading = True
         self.subscribed.clear()
         self._resubscribe.set()
+        self._fail_pending()  # sent to the former desk, before this one listened
         self._tasks.append(asyncio.create_task(self._expire(), name="chatd-cluster-expiry"))
+        self._tasks.append(asyncio.create_task(self._announce(), name="chatd-cluster-news"))
+
+    async def _announce(self) -> None:
+        await self.subscribed.wait()
+        self._out.put_nowait((self.news_channel, _encode({"k": "desk", "host": self.host}), None))
+
+    def _fail_pending(self) -> None:
+        for fut in self._pending.values():
+            if not fut.done():
+                fut.set_exception(unavailable())
 
     async def stop(self) -> None:
         await cancel_and_wait(*self._tasks, *self._spawned)
@@ -175,9 +192,7 @@ class ClusterLink:
                 # Nobody listens for the desk now (its process died, or a takeover is under
                 # way): no call on its way there will be answered. They fail now rather than
                 # at their timeout, and their clients try again.
-                for fut in self._pending.values():
-                    if not fut.done():
-                        fut.set_exception(unavailable())
+                self._fail_pending()
 
     async def _beat(self) -> None:
         while True:
@@ -194,7 +209,9 @@ class ClusterLink:
             conn = aioredis.Redis.from_url(self.url)
             pubsub = conn.pubsub(ignore_subscribe_messages=True)
             try:
-                channels = [self.my_channel] + ([self.desk_channel] if self._leading else [])
+                channels = [self.my_channel, self.news_channel]
+                if self._leading:
+                    channels.append(self.desk_channel)
                 await pubsub.subscribe(*channels)
                 self._resubscribe.clear()
                 self.subscribed.set()
@@ -232,6 +249,12 @@ class ClusterLink:
                     fut.set_result(msg.get("r"))
                 else:
                     fut.set_exception(decode_error(msg.get("err") or {}))
+            return
+        if kind == "desk" and channel == self.news_channel:
+            if msg.get("host") != self.host:
+                log.info("another chatd process now runs the desk; calls on their way fail",
+                         extra={"pending": len(self._pending)})
+                self._fail_pending()
             return
         if channel != self.desk_channel or not self._leading:
             return
