@@ -32,10 +32,11 @@ from ..core.effects import QUEUE_ROOM, Membership
 from ..core.errors import DeskError, Forbidden, TooLarge, Unauthorized
 from ..core.models import Customer, Engineer, EngineerStatus, Message
 from ..core.ports import AccountStore
-from ..core.ratelimit import EventBucket, TokenBucket
 from ..limits import LocalLimits, RateLimit, SharedLimits
 from ..tasks import cancel_and_wait
 from . import schemas as s
+from .admission import Admission
+from .admission import error_answer as _error
 from .auth import cookie_token, customer_from_jwt, guest_customer, is_same_origin
 from .link import DeskLink
 from .transport import _JSON, Manager, Packet, Server, TransportLimits
@@ -59,22 +60,6 @@ class Limits:
     limiter_max_keys: int = 100_000
     # messages of history a second (session:resume answers), all connections together
     history_messages_rate_total: float = 2000.0
-
-
-# Events that cost the server much more than the rest (a database read and up to a page of
-# history, or the whole desk) take more of a connection's event allowance: with the
-# defaults, 4 resumes a second (12 at once) and 10 snapshots a second.
-EVENT_COST = {"session:resume": 5.0, "queue:snapshot": 2.0}
-# A message of history counts once per this many characters of its body begun, against the
-# server-wide history budget.
-HISTORY_UNIT = 4096
-
-
-def _error(code: str, message: str, **details: Any) -> dict[str, Any]:
-    err: dict[str, Any] = {"code": code, "message": message}
-    if details:
-        err["details"] = details
-    return {"ok": False, "error": err}
 
 
 def _messages(messages: list[Message]) -> list[dict[str, Any]]:
@@ -118,10 +103,12 @@ class BaseNamespace(socketio.AsyncNamespace):  # type: ignore[misc]
         self.emitter = emitter
         self.connect_limiter: RateLimit
         self.use_limits(LocalLimits(clock))
-        self.event_buckets: dict[str, EventBucket] = {}  # every event, per connection
-        # Shared by both namespaces (Sockets sets one bucket on each).
-        self.history_budget = TokenBucket(
-            clock, limits.history_messages_rate_total, 2 * limits.history_messages_rate_total
+        # Every event, per connection; the history budget is one for both namespaces
+        # (Sockets gives them the same).
+        self.admission = Admission(
+            clock, event_rate=limits.event_rate, event_burst=limits.event_burst,
+            refusals_max=limits.event_refusals_max,
+            history_messages_rate=limits.history_messages_rate_total, close=self._close_flood,
         )
         self.handlers: dict[str, tuple[type[Any], Handler]] = {}
         self.conns: dict[str, Any] = {}
@@ -129,24 +116,22 @@ class BaseNamespace(socketio.AsyncNamespace):  # type: ignore[misc]
     async def trigger_event(self, event: str, *args: Any) -> Any:
         if event == "connect":
             sid, environ, auth = args[0], args[1], args[2] if len(args) > 2 else None
-            self.event_buckets[sid] = EventBucket(
-                self.clock, self.limits.event_rate, self.limits.event_burst
-            )
+            self.admission.opened(sid)
             try:
                 return await self.on_connect(sid, environ, auth)
             except socketio.exceptions.ConnectionRefusedError:
-                self.event_buckets.pop(sid, None)
+                self.admission.closed(sid)
                 raise
             except DeskError as exc:  # e.g. unavailable: the desk is changing hands
-                self.event_buckets.pop(sid, None)
+                self.admission.closed(sid)
                 self.conns.pop(sid, None)  # counted nowhere: the link undid its count
                 raise _refuse(exc.code, exc.message) from None
             except Exception:
-                self.event_buckets.pop(sid, None)
+                self.admission.closed(sid)
                 log.exception("connect failed")
                 raise _refuse("internal", "internal error; try again") from None
         if event == "disconnect":
-            self.event_buckets.pop(args[0], None)
+            self.admission.closed(args[0])
             await self.on_disconnect(args[0])
             return None
         sid = args[0]
@@ -155,20 +140,9 @@ class BaseNamespace(socketio.AsyncNamespace):  # type: ignore[misc]
 
     async def dispatch(self, sid: str, event: Any, data: Any) -> dict[str, Any]:
         # First, before anything costs: an event past the connection's rate does nothing.
-        bucket = self.event_buckets.get(sid)
-        if bucket is None:
-            return _error("unauthorized", "not connected")
-        if not bucket.take(EVENT_COST.get(event, 1) if isinstance(event, str) else 1):
-            if bucket.refused > self.limits.event_refusals_max:
-                # Told again and again, and still sending: a flood, not a client that
-                # waits. Each refusal costs a decode and an answer; the close costs one.
-                self._close_flood(sid)
-            return _error("rate_limited", "too many events; slow down")
-        if event == "session:resume" and not self.history_budget.take():
-            # Server-wide: a crowd of connections cannot make the server read and encode
-            # more history than this, whatever each of them may. A page costs a message
-            # here, the rest of its messages once read (_history_read).
-            return _error("rate_limited", "the server is busy; ask again in a second")
+        refused = self.admission.refuse(sid, event)
+        if refused is not None:
+            return refused
         entry = self.handlers.get(event) if isinstance(event, str) else None
         if entry is None:
             return _error("bad_request", f"unknown event {str(event)[:64]!r}")
@@ -189,13 +163,9 @@ class BaseNamespace(socketio.AsyncNamespace):  # type: ignore[misc]
             return _error("internal", "internal error; the request may be retried")
 
     def _history_read(self, messages: list[Message]) -> list[dict[str, Any]]:
-        """``messages``, read for a ``session:resume`` answer, on the wire; what the page
-        cost beyond the message its event paid for is charged to the history budget: a
-        message counts once per HISTORY_UNIT characters of its body begun (reading and
-        encoding a long one costs as much as a few short ones)."""
-        cost = sum(1 + max(0, len(m.body) - 1) // HISTORY_UNIT for m in messages)
-        if cost > 1:
-            self.history_budget.charge(cost - 1)
+        """``messages``, read for a ``session:resume`` answer, on the wire; charged to the
+        history budget (Admission.charge_history)."""
+        self.admission.charge_history(messages)
         return _messages(messages)
 
     def _close_flood(self, sid: str) -> None:
@@ -602,7 +572,7 @@ class Sockets:
         self.customers = CustomerNamespace(desk, clock, limits, self.emitter)
         self.engineers = EngineerNamespace(desk, clock, limits, self.emitter, accounts)
         self.accounts = accounts
-        self.engineers.history_budget = self.customers.history_budget
+        self.engineers.admission.history_budget = self.customers.admission.history_budget
         self.sio.register_namespace(self.customers)
         self.sio.register_namespace(self.engineers)
         self.tick_interval = tick_interval

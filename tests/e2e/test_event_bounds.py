@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from chatd.web.sockets import EVENT_COST
+from chatd.web.admission import EVENT_COST
 from tests.e2e.helpers import call, customer_jwt, engineer, guest, start_chat
 
 BURST = 4
