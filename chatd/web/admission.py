@@ -26,7 +26,7 @@ HISTORY_UNIT = 4096
 
 
 def error_answer(code: str, message: str, **details: Any) -> dict[str, Any]:
-    """An event's error answer (docs/protocol.md#errors)."""
+    """An event's error answer (docs/protocol.md#the-error-object)."""
     err: dict[str, Any] = {"code": code, "message": message}
     if details:
         err["details"] = details
