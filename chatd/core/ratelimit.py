@@ -6,8 +6,54 @@ from __future__ import annotations
 
 import math
 from collections import OrderedDict
+from collections.abc import Callable
+from typing import Generic, TypeVar
 
 from .clock import Clock
+
+V = TypeVar("V")
+
+
+class BoundedTable(Generic[V]):
+    """At most ``max_keys`` entries; past it the least recently touched is forgotten. A
+    flood of new keys costs a bounded table, and the keys in use now are the last to go.
+    Every call is O(1)."""
+
+    def __init__(self, max_keys: int) -> None:
+        if max_keys < 1:
+            raise ValueError("max_keys must be at least 1")
+        self._max_keys = max_keys
+        self._entries: OrderedDict[str, V] = OrderedDict()
+
+    def get(self, key: str) -> V | None:
+        """``key``'s entry, without touching it."""
+        return self._entries.get(key)
+
+    def touch(self, key: str, make: Callable[[], V]) -> V:
+        """``key``'s entry (made by ``make`` if it has none), now the most recent."""
+        entry = self._entries.get(key)
+        if entry is None:
+            self._make_room()
+            entry = self._entries[key] = make()
+        else:
+            self._entries.move_to_end(key)
+        return entry
+
+    def put(self, key: str, value: V) -> None:
+        """Set ``key``'s entry, now the most recent."""
+        self._entries.pop(key, None)
+        self._make_room()
+        self._entries[key] = value
+
+    def pop(self, key: str) -> None:
+        self._entries.pop(key, None)
+
+    def _make_room(self) -> None:
+        if len(self._entries) >= self._max_keys:
+            self._entries.popitem(last=False)
+
+    def __len__(self) -> int:
+        return len(self._entries)
 
 
 class TokenBucket:
@@ -71,21 +117,15 @@ class Penalties:
     """
 
     def __init__(self, clock: Clock, seconds: float, max_keys: int = 100_000) -> None:
-        if max_keys < 1:
-            raise ValueError("max_keys must be at least 1")
         self._clock = clock
         self._seconds = seconds
-        self._max_keys = max_keys
-        self._until: OrderedDict[str, float] = OrderedDict()
+        self._until: BoundedTable[float] = BoundedTable(max_keys)
 
     def bar(self, key: str) -> None:
         """Bar ``key`` for ``seconds`` from now (again from now, if it already is)."""
         if self._seconds <= 0:
             return
-        self._until.pop(key, None)
-        if len(self._until) >= self._max_keys:
-            self._until.popitem(last=False)
-        self._until[key] = self._clock.now() + self._seconds
+        self._until.put(key, self._clock.now() + self._seconds)
 
     def remaining(self, key: str) -> float:
         """Seconds ``key`` is still barred; 0 if it is not."""
@@ -94,7 +134,7 @@ class Penalties:
             return 0.0
         left = until - self._clock.now()
         if left <= 0:
-            del self._until[key]
+            self._until.pop(key)
             return 0.0
         return left
 
@@ -111,26 +151,16 @@ class KeyedLimiter:
     """
 
     def __init__(self, clock: Clock, rate: float, burst: float, max_keys: int = 100_000) -> None:
-        if max_keys < 1:
-            raise ValueError("max_keys must be at least 1")
         self._clock = clock
         self._rate = rate
         self._burst = burst
-        self._max_keys = max_keys
-        self._buckets: OrderedDict[str, TokenBucket] = OrderedDict()
+        self._buckets: BoundedTable[TokenBucket] = BoundedTable(max_keys)
 
-    def _bucket(self, key: str) -> TokenBucket:
-        bucket = self._buckets.get(key)
-        if bucket is None:
-            if len(self._buckets) >= self._max_keys:
-                self._buckets.popitem(last=False)
-            bucket = self._buckets[key] = TokenBucket(self._clock, self._rate, self._burst)
-        else:
-            self._buckets.move_to_end(key)
-        return bucket
+    def _new_bucket(self) -> TokenBucket:
+        return TokenBucket(self._clock, self._rate, self._burst)
 
     def take(self, key: str, cost: float = 1.0) -> bool:
-        return self._bucket(key).take(cost)
+        return self._buckets.touch(key, self._new_bucket).take(cost)
 
     def retry_after(self, key: str, cost: float = 1.0) -> float:
         """Seconds until ``key`` may take ``cost`` again (for a ``Retry-After``); 0 if it
@@ -172,13 +202,12 @@ class AccountBackoff:
         self._after = after
         self._max = max_seconds
         self._base = base
-        self._max_keys = max_keys
-        self._accounts: OrderedDict[str, _Failures] = OrderedDict()
+        self._accounts: BoundedTable[_Failures] = BoundedTable(max_keys)
 
     def _live(self, key: str, now: float) -> _Failures | None:
         state = self._accounts.get(key)
         if state is not None and now - state.last > 2 * self._max and now >= state.until:
-            del self._accounts[key]
+            self._accounts.pop(key)
             return None
         return state
 
@@ -191,13 +220,8 @@ class AccountBackoff:
     def failed(self, key: str) -> float:
         """Count a failed login; returns the back-off it starts (0 below the threshold)."""
         now = self._clock.now()
-        state = self._live(key, now)
-        if state is None:
-            if len(self._accounts) >= self._max_keys:
-                self._accounts.popitem(last=False)
-            state = self._accounts[key] = _Failures()
-        else:
-            self._accounts.move_to_end(key)
+        self._live(key, now)  # a forgotten run of failures starts again from none
+        state = self._accounts.touch(key, _Failures)
         state.count += 1
         state.last = now
         over = state.count - self._after
@@ -209,7 +233,7 @@ class AccountBackoff:
         return delay
 
     def succeeded(self, key: str) -> None:
-        self._accounts.pop(key, None)
+        self._accounts.pop(key)
 
     def __len__(self) -> int:
         return len(self._accounts)
