@@ -126,22 +126,16 @@ class PostgresLease:
     async def renew(self) -> bool:
         if self.term is None:
             return False
-        async with self._pool().acquire() as conn:
-            held = await conn.fetchval(_RENEW, LEASE, self.node, self.term, self.seconds)
-        if held is not None and (self._alive is None or self._alive.is_closed()):
-            try:
-                await self._connection()
-            except Exception as exc:  # renewed all the same; the lease will expire instead
-                log.warning("could not reopen the desk lease's connection: %s", exc)
+        # On the lease's own connection: one that ended (and its lock) is opened again.
+        conn = await self._connection()
+        held = await conn.fetchval(_RENEW, LEASE, self.node, self.term, self.seconds)
         return held is not None
 
     async def release(self) -> None:
-        if self.term is None:
-            await self.close()
-            return
-        async with self._pool().acquire() as conn:
+        if self.term is not None:
+            conn = await self._connection()
             await conn.execute(_RELEASE, LEASE, self.node, self.term)
-        self.term = None
+            self.term = None
         await self.close()
 
     async def close(self) -> None:

@@ -46,6 +46,17 @@ async def _until_ready(http: aiohttp.ClientSession, server: Server, limit: float
         await asyncio.sleep(0.05)
 
 
+async def _until_up(http: aiohttp.ClientSession, server: Server) -> None:
+    """Until ``server`` answers /healthz (a standby does, as soon as it listens)."""
+    while True:
+        try:
+            if (await _status(http, server.url, "/healthz"))[0] == 200:
+                return
+        except aiohttp.ClientError:
+            pass
+        await asyncio.sleep(0.1)
+
+
 async def _call(c: Any, ns: str, event: str, data: Any) -> Any:
     return await c.call(event, data, namespace=ns, timeout=15)
 
@@ -72,12 +83,7 @@ async def test_standby_takes_over_with_the_queue_in_order(pair: tuple[Server, Se
     second.spawn()
     async with aiohttp.ClientSession() as http:
         # The standby is alive, not ready, and sends clients away.
-        while True:
-            try:
-                if (await _status(http, second.url, "/healthz"))[0] == 200:
-                    break
-            except aiohttp.ClientError:
-                await asyncio.sleep(0.1)
+        await _until_up(http, second)
         assert await _status(http, second.url, "/readyz") == (503, {"status": "standby"})
         async with http.post(second.url + "/api/login",
                              json={"email": "alex@example.com", "password": PASSWORD}) as r:
@@ -210,13 +216,7 @@ async def test_a_killed_holder_is_replaced_without_waiting_for_its_lease(
             assert r["ok"], r
             sid = r["session"]["id"]
             await c.disconnect()
-            while True:  # the standby is up, and stands by
-                try:
-                    if (await _status(http, standby.url, "/healthz"))[0] == 200:
-                        break
-                except aiohttp.ClientError:
-                    pass
-                await asyncio.sleep(0.1)
+            await _until_up(http, standby)  # up, and standing by
             assert (await _status(http, standby.url, "/readyz"))[0] == 503
             first.kill9()
             took = await _until_ready(http, standby, limit=20)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import pytest
 
 from chatd.core.errors import Fenced
+from chatd.core.ports import DeskLease, Store
 from chatd.store.sqlite import SQLiteStore
 from tests.store.conftest import Backend
 from tests.store.helpers import create, text, waiting_session
@@ -65,14 +66,20 @@ async def test_a_clean_release_hands_over_at_once(backend: Backend) -> None:
     assert await second.acquire() == 2
 
 
-async def test_a_replaced_holder_is_fenced(backend: Backend) -> None:
+async def holders(backend: Backend) -> tuple[Store, Store, Lost, DeskLease, DeskLease]:
+    """Two processes' stores on one database, and the lease as each would hold it: the old
+    holder's (with its ``Lost``) and the new one's."""
     if not backend.shared:
         pytest.skip(f"one process owns a {backend.name} database")
     old_store = backend.store
     new_store = await backend.another()
     lost = Lost()
-    old = old_store.desk_lease("old", 30, lost)
-    new = new_store.desk_lease("new", 30, Lost())
+    return (old_store, new_store, lost, old_store.desk_lease("old", 30, lost),
+            new_store.desk_lease("new", 30, Lost()))
+
+
+async def test_a_replaced_holder_is_fenced(backend: Backend) -> None:
+    old_store, new_store, lost, old, new = await holders(backend)
     assert await old.acquire() == 1
     session, _ = await create(old_store)
     await old_store.append_message(text(session.id, "before the takeover"))
@@ -115,16 +122,11 @@ async def test_a_holder_whose_connection_ended_is_replaced_before_its_lease_expi
 ) -> None:
     """A holder killed outright ends its database connections: the lease passes at once,
     not after its 30 s, and the old holder, were it still somehow alive, is fenced."""
-    if not backend.shared:
-        pytest.skip(f"one process owns a {backend.name} database")
-    old_store = backend.store
-    new_store = await backend.another()
-    lost = Lost()
-    old = old_store.desk_lease("old", 30, lost)
-    new = new_store.desk_lease("new", 30, Lost())
+    old_store, new_store, lost, old, new = await holders(backend)
     assert await old.acquire() == 1
     assert await new.acquire() is None  # alive and unexpired: not taken
-    await terminate(backend, "chatd lease", keep=new)  # as a kill -9 would end it
+    await new.release()  # holds nothing: only its connection goes
+    await terminate(backend, "chatd lease")  # the old holder's, as a kill -9 would end it
     assert await new.acquire() == 2
     session, _ = await create(new_store)
     with pytest.raises(Fenced):
@@ -134,18 +136,15 @@ async def test_a_holder_whose_connection_ended_is_replaced_before_its_lease_expi
     assert await third.acquire() is None  # the new holder's connection lives
 
 
-async def terminate(backend: Backend, application: str, keep: object) -> None:
-    """End every server session of ``application`` but the one ``keep`` holds."""
+async def terminate(backend: Backend, application: str) -> None:
+    """End every server session of ``application`` on the test's database."""
     import asyncpg
 
-    spared = getattr(keep, "_alive", None)
-    pid = spared.get_server_pid() if spared is not None else 0
     conn = await asyncpg.connect(backend.url)  # type: ignore[attr-defined]
     try:
         await conn.execute(
             "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
-            " WHERE application_name = $1 AND datname = current_database() AND pid <> $2",
-            application, pid,
+            " WHERE application_name = $1 AND datname = current_database()", application,
         )
     finally:
         await conn.close()
