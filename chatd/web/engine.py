@@ -227,10 +227,9 @@ class EngineSocket(engineio.async_socket.AsyncSocket):  # type: ignore[misc]
             return
         kind = data[:1]
         if kind == "4":
-            # In this task: Socket.IO decodes the packet here and starts a task of its own
-            # for an event's handler; another task first, as the library makes, would
-            # cost every event one more turn of the event loop before its handler starts.
-            await self.server._trigger_event("message", self.sid, data[1:], run_async=False)
+            await self.server._trigger_event(
+                "message", self.sid, data[1:], run_async=self.server.async_handlers
+            )
         elif kind == "3":
             self.schedule_ping()
         elif kind == "1":
