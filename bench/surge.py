@@ -87,6 +87,8 @@ NEWS_SECONDS = 3.0  # after the queue stops, for the last position news to arriv
 SETTINGS: dict[str, Any] = {
     # docs/configuration.md: raise it for a desk that must take thousands joining at once
     "handshake_rate_total": 5000,
+    # and the new connections those sessions arrive on (the same advice)
+    "accept_rate": 5000,
     # one engineer stands in for a desk's many: two events per customer moved
     "event_rate": 1000, "event_burst": 2000,
 }

@@ -22,6 +22,7 @@ from .retention import setup_purge
 from .store import desk_key, redact, store_from_url
 from .web import keys
 from .web.attachments import setup_attachments
+from .web.gate import run_app
 from .web.http import (
     client_address_middleware,
     cross_site_middleware,
@@ -240,3 +241,10 @@ def create_app(
     app.cleanup_ctx.append(lifecycle)
     app.on_shutdown.append(on_shutdown)
     return app
+
+
+def serve_app(app: web.Application, settings: Settings, loop: asyncio.AbstractEventLoop) -> None:
+    """Serve ``app`` on the settings' address until SIGINT or SIGTERM, new connections
+    through the accept gate (chatd.web.gate)."""
+    run_app(app, loop, host=settings.host, port=settings.port, backlog=settings.listen_backlog,
+            accept_rate=settings.accept_rate, shutdown_timeout=10.0)

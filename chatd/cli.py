@@ -153,9 +153,7 @@ def _demo_settings(settings: Settings) -> Settings:
 
 
 def serve(settings: Settings) -> int:
-    from aiohttp import web
-
-    from .app import create_app
+    from .app import create_app, serve_app
 
     if settings.demo:
         print(f"demo database: {settings.database_url}", flush=True)
@@ -182,9 +180,7 @@ def serve(settings: Settings) -> int:
     sys.setswitchinterval(GIL_SWITCH_INTERVAL)
     print(f"chatd listening on http://{settings.host}:{settings.port}", flush=True)
     try:
-        web.run_app(app, host=settings.host, port=settings.port, print=None,
-                    backlog=settings.listen_backlog, shutdown_timeout=10.0,
-                    handle_signals=True, loop=event_loop())
+        serve_app(app, settings, event_loop())
     except (ClusterError, ObjectStoreUnavailable) as exc:
         print(f"chatd: cannot start: {exc}", file=sys.stderr, flush=True)
         return 1

@@ -236,6 +236,8 @@ class Settings:
     host: str = setting("127.0.0.1", _as_str)
     port: int = setting(8080, _as_int(0, 65535))
     listen_backlog: int = setting(4096, _as_int(16, 65535))
+    # new TCP connections taken a second (bursts of a tenth); the others wait (chatd.web.gate)
+    accept_rate: float = setting(300.0, _as_float(1, 1_000_000))
     database_url: str = setting("sqlite:///var/chatd.db", _as_db_url)
     database_pool_size: int = setting(10, _as_int(2, 1000))
     desk_lease_seconds: float = setting(3.0, _as_float(1, 60))

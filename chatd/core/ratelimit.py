@@ -56,6 +56,13 @@ class BoundedTable(Generic[V]):
         return len(self._entries)
 
 
+def smooth_burst(rate: float) -> float:
+    """The burst of a server-wide budget: a tenth of a second's worth (at least one), so
+    that what a crowd asks for at once is let through at an even pace rather than all in
+    one turn of the event loop."""
+    return max(1.0, rate / 10)
+
+
 class TokenBucket:
     """Allows ``rate`` events a second on average, with bursts up to ``burst``."""
 

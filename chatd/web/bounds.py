@@ -18,7 +18,7 @@ from aiohttp import web
 
 from ..config import Settings, derive
 from ..core.clock import Clock
-from ..core.ratelimit import TokenBucket
+from ..core.ratelimit import TokenBucket, smooth_burst
 
 # Room for the Socket.IO framing around an event's payload (packet types, namespace, ack
 # id, event name) in the largest frame accepted.
@@ -68,10 +68,12 @@ class TransportLimits:
 
 def handshake_budget(clock: Clock, rate: float) -> Any:
     """Server-wide admission of new Engine.IO sessions, outermost, before any other work:
-    past ``rate`` a second (bursts of twice it), from all addresses together, a handshake
-    answers 503 with ``Retry-After``. Per-address limits bound one address; this bounds what
-    a crowd of addresses can make the server do. Established connections are not counted."""
-    bucket = TokenBucket(clock, rate, 2 * rate)
+    past ``rate`` a second (bursts of a tenth of it, so that a crowd is let in at an even
+    pace rather than all in one turn of the event loop), from all addresses together, a
+    handshake answers 503 with ``Retry-After``. Per-address limits bound one address; this
+    bounds what a crowd of addresses can make the server do. Established connections are
+    not counted."""
+    bucket = TokenBucket(clock, rate, smooth_burst(rate))
     body = msgspec.json.encode({"ok": False, "error": {
         "code": "unavailable", "message": "the server is busy; connect again shortly"}})
 
