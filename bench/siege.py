@@ -16,9 +16,14 @@ botnet).
   binary flood (a binary event header, then 512 KiB binary frames), handshake flood
   (Engine.IO sessions that never join), slow upload (one byte every 3 s), resume flood
   (``session:resume`` as fast as it can write, answers unread) and typing flood. Each
-  treats a refusal or a disconnect as normal and tries again after a short pause. They run
-  at a lower CPU priority (``--attacker-nice``): an attacker's CPU is on its own machines,
-  not on the server's, so here they get what the server and the honest clients leave.
+  treats a refusal or a disconnect as normal and tries again after a short pause. An
+  attacker's CPU is on its own machines, not on the server's, so here they get only what
+  the server and the honest clients leave: they run under Linux's idle scheduling policy
+  (``--attacker-sched idle``, the default), which runs them only on a core nobody else
+  wants and gives the core back as soon as the server or an honest client wakes up. With
+  ``--attacker-sched nice`` they run at a lower priority instead (``--attacker-nice``),
+  which still lets them finish their time slice before a waking server runs: the server's
+  wake-ups then wait behind the attackers' own CPU, which a real server does not share.
 
 The run: the honest pairs chat quietly (``--warmup``, then ``--quiet-seconds`` measured),
 the attack runs for ``--attack-seconds``, every attacker closes its connections, and the
@@ -121,8 +126,12 @@ def parser() -> argparse.ArgumentParser:
                    help="addresses the attackers share (default %(default)s)")
     p.add_argument("--spread", type=float, default=0.5,
                    help="share of attackers with an address of their own (default %(default)s)")
+    p.add_argument("--attacker-sched", choices=("idle", "nice"), default="idle",
+                   help="how the attacking processes yield the CPU: Linux's idle policy,"
+                        " or a niceness (default %(default)s)")
     p.add_argument("--attacker-nice", type=int, default=10,
-                   help="niceness of the attacking processes (default %(default)s)")
+                   help="niceness of the attacking processes with --attacker-sched nice"
+                        " (default %(default)s)")
     p.add_argument("--big-chat-messages", type=int, default=60,
                    help="10,000-character messages in each chat the never-reading attackers"
                         " resume (default %(default)s)")
@@ -363,7 +372,8 @@ async def _siege(
     shared_first = str(ipaddress.ip_address("203.0.113.1"))
     prepared = await command(attackers, [{
         "cmd": "prepare", "kind": kind, "url": url, "clients": addresses[kind],
-        "seed": args.seed, "nice": args.attacker_nice, "seed_address": shared_first,
+        "seed": args.seed, "nice": args.attacker_nice, "sched": args.attacker_sched,
+        "seed_address": shared_first,
         "big_chats": 2, "big_chat_messages": args.big_chat_messages,
     } for kind in counts])
     big = [r["big_chats"] for r in prepared if r["big_chats"]]

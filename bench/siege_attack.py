@@ -3,7 +3,7 @@
 The driver (bench/siege.py) sends one JSON command per line on stdin; each is answered by
 one JSON line on stdout, as bench/loadgen.py does:
 
-- ``prepare``: ``{kind, url, clients: [address, ...], seed, nice, ...}``: lower this
+- ``prepare``: ``{kind, url, clients: [address, ...], seed, nice, sched, ...}``: lower this
   process's priority, build what the kind needs (the never-reading kind fills a few chats
   with big messages here, so that its answers are big) and answer.
 - ``attack``: ``{start_at, end_at}`` (time.monotonic, shared by the processes of one
@@ -696,6 +696,8 @@ async def main() -> None:
             # The attackers stand for other people's machines: on this one they get the
             # CPU the server and the honest clients leave over.
             os.nice(int(cmd.get("nice", 0)))
+            if cmd.get("sched") == "idle":
+                os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))
             attack = Attack(cmd)
             prepared: dict[str, Any] = await attack.prepare(cmd)
             return prepared
