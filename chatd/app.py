@@ -33,7 +33,7 @@ from .web.http import (
     setup_shared_limits,
 )
 from .web.link import DeskLink
-from .web.monitoring import Monitor, desk_observers, setup_monitoring
+from .web.monitoring import MONITOR, Monitor, desk_observers, setup_monitoring
 from .web.role import DeskRole, exit_fenced, node_name, standby_middleware
 from .web.sockets import Limits, Sockets
 from .web.transport import TransportLimits, handshake_budget
@@ -247,4 +247,5 @@ def serve_app(app: web.Application, settings: Settings, loop: asyncio.AbstractEv
     """Serve ``app`` on the settings' address until SIGINT or SIGTERM, new connections
     through the accept gate (chatd.web.gate)."""
     run_app(app, loop, host=settings.host, port=settings.port, backlog=settings.listen_backlog,
-            accept_rate=settings.accept_rate, shutdown_timeout=10.0)
+            accept_rate=settings.accept_rate, shutdown_timeout=10.0,
+            listening=lambda gate: app[MONITOR].metrics.watch_accept(gate.counts))

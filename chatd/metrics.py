@@ -212,31 +212,47 @@ class Exported:
                 yield family
 
 
-class StoreCollector:
-    """The store's commit counters, read at scrape time."""
+class CountsCollector:
+    """Unlabelled families whose values are read at scrape time: ``families`` makes them
+    (empty), ``counts`` gives their values in the same order."""
 
-    def __init__(self, counts: Callable[[], tuple[int, int]]) -> None:
+    def __init__(
+        self, families: Callable[[], tuple[GaugeMetricFamily | CounterMetricFamily, ...]],
+        counts: Callable[[], tuple[int, ...]],
+    ) -> None:
+        self.families = families
         self.counts = counts
 
-    def _families(self) -> tuple[CounterMetricFamily, CounterMetricFamily]:
-        return (
-            CounterMetricFamily(
-                "chatd_store_commits", "Transactions of writes the store committed."
-            ),
-            CounterMetricFamily(
-                "chatd_store_writes", "Writes committed (writes per commit: group commit)."
-            ),
-        )
-
     def describe(self) -> Iterable[Metric]:
-        return list(self._families())
+        return list(self.families())
 
     def collect(self) -> Iterable[Metric]:
-        commits, writes = self._families()
-        c, w = self.counts()
-        commits.add_metric([], c)
-        writes.add_metric([], w)
-        return [commits, writes]
+        families = self.families()
+        for family, value in zip(families, self.counts(), strict=True):
+            family.add_metric([], value)
+        return list(families)
+
+
+def _store_families() -> tuple[CounterMetricFamily, CounterMetricFamily]:
+    return (
+        CounterMetricFamily("chatd_store_commits", "Transactions of writes the store committed."),
+        CounterMetricFamily(
+            "chatd_store_writes", "Writes committed (writes per commit: group commit)."
+        ),
+    )
+
+
+def _accept_families() -> tuple[GaugeMetricFamily, CounterMetricFamily]:
+    return (
+        GaugeMetricFamily(
+            "chatd_accept_waiting", "New connections waiting for their turn at the accept gate."
+        ),
+        CounterMetricFamily(
+            "chatd_accept_reset",
+            "New connections reset by the accept gate: its queue was full, or what the"
+            " waiting connections sent was too much.",
+        ),
+    )
 
 
 class Metrics:
@@ -315,7 +331,11 @@ class Metrics:
 
     def watch_store(self, counts: Callable[[], tuple[int, int]]) -> None:
         """Read the store's (commits, writes) at every scrape."""
-        self.registry.register(StoreCollector(counts))
+        self.registry.register(CountsCollector(_store_families, counts))
+
+    def watch_accept(self, counts: Callable[[], tuple[int, int]]) -> None:
+        """Read the accept gate's (waiting, reset) at every scrape (``chatd serve``)."""
+        self.registry.register(CountsCollector(_accept_families, counts))
 
     def watch_leading(self, leading: Leading) -> None:
         """Whether this process runs the desk, asked at every scrape; until this is called,

@@ -58,6 +58,10 @@ class AcceptGate:
     def waiting(self) -> int:
         return len(self._waiting)
 
+    def counts(self) -> tuple[int, int]:
+        """(connections waiting now, connections reset so far), for the metrics."""
+        return len(self._waiting), self.reset
+
     def protocol(self) -> asyncio.Protocol:
         """The protocol factory to listen with."""
         return _Waiting(self)
@@ -193,15 +197,20 @@ class GatedSite(web.TCPSite):
 def run_app(
     app: web.Application, loop: asyncio.AbstractEventLoop, *, host: str, port: int,
     backlog: int, accept_rate: float, shutdown_timeout: float,
+    listening: Callable[[AcceptGate], None] = lambda gate: None,
 ) -> None:
     """``aiohttp.web.run_app`` with the gated site: serve until SIGINT or SIGTERM, then
-    shut down the same way (the app's cleanup, then every task left)."""
+    shut down the same way (the app's cleanup, then every task left). ``listening`` is
+    given the gate once the site listens."""
 
     async def serve() -> None:
         runner = web.AppRunner(app, handle_signals=True, shutdown_timeout=shutdown_timeout)
         await runner.setup()
         try:
-            await GatedSite(runner, host, port, backlog=backlog, accept_rate=accept_rate).start()
+            site = GatedSite(runner, host, port, backlog=backlog, accept_rate=accept_rate)
+            await site.start()
+            assert site.gate is not None
+            listening(site.gate)
             await asyncio.Event().wait()  # until a signal ends the loop
         finally:
             await runner.cleanup()

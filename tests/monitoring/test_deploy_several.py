@@ -26,6 +26,7 @@ def families(store: SQLiteStore, clock: FakeClock, *, leading: bool) -> dict[str
     desk = Desk(store, clock)
     metrics.watch(desk.live, lambda: {}, target=300, warning=240)
     metrics.watch_store(lambda: (0, 0))
+    metrics.watch_accept(lambda: (0, 0))
     metrics.watch_leading(lambda: leading)
     return {f.name: f.type
             for f in text_string_to_metric_families(metrics.render().decode())}

@@ -9,14 +9,18 @@ import asyncio
 import contextlib
 import time
 from collections.abc import AsyncIterator, Callable, Coroutine
+from pathlib import Path
 from typing import Any
 
+import aiohttp
 import pytest
 import uvloop
 from aiohttp import web
+from prometheus_client.parser import text_string_to_metric_families
 
 from bench.server_process import free_port
 from chatd.web.gate import GatedSite
+from tests.process import Server
 
 REQUEST = b"GET / HTTP/1.1\r\nHost: t\r\n\r\n"
 
@@ -160,3 +164,37 @@ def test_stopping_resets_the_connections_still_waiting(run: Runner) -> None:
             first[1].close()
 
     run(scenario())
+
+
+@pytest.mark.slow
+async def test_chatd_serve_listens_through_the_gate_and_exports_its_queue(
+    tmp_path: Path,
+) -> None:
+    """A real ``chatd serve``: a crowd past its accept rate waits, past its backlog is
+    reset, and /metrics (on a connection opened before) says so."""
+    server = Server(tmp_path, {"CHATD_ACCEPT_RATE": "1", "CHATD_LISTEN_BACKLOG": "16"})
+    await server.start()
+    try:
+        async with aiohttp.ClientSession() as http:
+            async def scrape() -> dict[str, float]:
+                async with http.get(server.url + "/metrics") as r:
+                    assert r.status == 200
+                    text = await r.text()
+                return {f.name: s.value for f in text_string_to_metric_families(text)
+                        for s in f.samples if f.name.startswith("chatd_accept")}
+
+            assert await scrape() == {"chatd_accept_waiting": 0, "chatd_accept_reset": 0}
+            crowd = [await asyncio.open_connection("127.0.0.1", server.port)
+                     for _ in range(20)]
+            # At most one of them finds a token (the one a second may have come back); 16
+            # wait (one a second is let in); the others are reset.
+            for _ in range(100):
+                seen = await scrape()
+                if seen["chatd_accept_reset"] >= 3:
+                    break
+                await asyncio.sleep(0.05)
+            assert seen["chatd_accept_waiting"] >= 15 and seen["chatd_accept_reset"] >= 3, seen
+            for _, writer in crowd:
+                writer.close()
+    finally:
+        server.stop()
