@@ -77,7 +77,10 @@ class TokenBucket:
 
     def _refill(self) -> None:
         now = self._clock.now()
-        self._tokens = min(self._burst, self._tokens + (now - self._stamp) * self._rate)
+        # The clock is wall time: a step back (NTP) refills nothing, rather than charging
+        # the bucket the step and holding everything back until it has passed again.
+        elapsed = max(0.0, now - self._stamp)
+        self._tokens = min(self._burst, self._tokens + elapsed * self._rate)
         self._stamp = now
 
     def take(self, cost: float = 1.0) -> bool:

@@ -11,8 +11,29 @@ from chatd.core.ratelimit import (
     EventBucket,
     KeyedLimiter,
     Penalties,
+    TokenBucket,
     retry_after_seconds,
 )
+
+
+class SteppedClock:
+    """Wall time that an operator (or NTP) can step back."""
+
+    def __init__(self) -> None:
+        self.t = 1_000_000.0
+
+    def now(self) -> float:
+        return self.t
+
+
+def test_a_wall_clock_stepped_back_does_not_stall_a_bucket() -> None:
+    clock = SteppedClock()
+    bucket = TokenBucket(clock, rate=10, burst=1)
+    assert bucket.take() and not bucket.take()
+    clock.t -= 3600  # an hour back
+    assert not bucket.take()  # nothing refilled by the step
+    clock.t += 0.15  # a token's time later (0.1 s), not an hour
+    assert bucket.take()
 
 
 def test_a_flood_of_new_keys_does_not_free_a_limited_key() -> None:
