@@ -14,7 +14,7 @@ from typing import Any
 
 from ..core.clock import Clock
 from ..core.models import Message
-from ..core.ratelimit import EventBucket, TokenBucket, smooth_burst
+from ..core.ratelimit import EventBucket, TokenBucket
 
 # Events that cost the server much more than the rest (a database read and up to a page of
 # history, or the whole desk) take more of a connection's event allowance: with the
@@ -47,8 +47,9 @@ class Admission:
         self.refusals_max = refusals_max
         self.close = close
         self.buckets: dict[str, EventBucket] = {}
-        self.history_budget = TokenBucket(
-            clock, history_messages_rate, smooth_burst(history_messages_rate))
+        # Bursts of twice the rate: after a restart every client asks for what it missed
+        # at once, and a smaller burst answers many of them "busy" for nothing.
+        self.history_budget = TokenBucket(clock, history_messages_rate, 2 * history_messages_rate)
 
     def opened(self, sid: str) -> None:
         self.buckets[sid] = EventBucket(self.clock, self.event_rate, self.event_burst)
